@@ -1,0 +1,52 @@
+"""The `gs3` command. Each subcommand lives in the module that owns it; this file only dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gs3 import __version__
+from gs3.errors import GS3Error
+
+# subcommand → module providing `add_arguments(parser)` and `run(args) -> int | None`
+SUBCOMMANDS = {
+    "pretrain": ("gs3.train.commands.pretrain", "pre-train an encoder by rendering predicted Gaussians"),
+    "render": ("gs3.train.commands.render", "render frames with a checkpoint; write PNGs and Gaussians (.ply)"),
+    "export": ("gs3.train.commands.export", "export encoder weights for Pointcept / mmdet3d / torchvision"),
+    "finetune": ("gs3.downstream.commands", "fine-tune a pre-trained encoder on a downstream task"),
+    "data": ("gs3.data.commands", "data tools: .sens export, view-pair lists, synthetic scenes"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="gs3", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gs3 {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules: dict[str, object] = {}
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        # Import only the module that will run: keeps `gs3 --help` and each command's start-up fast.
+        if name in argv[:1]:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, modules = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except GS3Error as error:
+        print(f"gs3 {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gs3 {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
