@@ -1,7 +1,7 @@
 """Pinhole cameras and the geometry every part of gs3 shares.
 
 Conventions (DESIGN.md): OpenCV axes (x right, y down, z forward); poses are camera-to-world 4×4; K is 3×3 in
-pixels; pixel (u, v) has its centre at (u + 0.5, v + 0.5), so resizing by s scales fx, fy, cx, cy by s exactly.
+pixels; pixel (u, v) has its centre at (u + 0.5, v + 0.5), so resizing by s scales fx, fy, cx, cy by s.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ class Cameras:
         return Cameras(self.K[index], self.cam_to_world[index], self.width, self.height)
 
     def to(self, *args, **kwargs) -> Cameras:
-        return Cameras(self.K.to(*args, **kwargs), self.cam_to_world.to(*args, **kwargs), self.width, self.height)
+        return Cameras(
+            self.K.to(*args, **kwargs), self.cam_to_world.to(*args, **kwargs), self.width, self.height
+        )
 
     @property
     def world_to_cam(self) -> Float[Tensor, "*batch 4 4"]:

@@ -12,7 +12,10 @@ from gs3.errors import GS3Error
 # subcommand → module providing `add_arguments(parser)` and `run(args) -> int | None`
 SUBCOMMANDS = {
     "pretrain": ("gs3.train.commands.pretrain", "pre-train an encoder by rendering predicted Gaussians"),
-    "render": ("gs3.train.commands.render", "render frames with a checkpoint; write PNGs and Gaussians (.ply)"),
+    "render": (
+        "gs3.train.commands.render",
+        "render frames with a checkpoint; write PNGs and Gaussians (.ply)",
+    ),
     "export": ("gs3.train.commands.export", "export encoder weights for Pointcept / mmdet3d / torchvision"),
     "finetune": ("gs3.downstream.commands", "fine-tune a pre-trained encoder on a downstream task"),
     "data": ("gs3.data.commands", "data tools: .sens export, view-pair lists, synthetic scenes"),

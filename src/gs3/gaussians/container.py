@@ -44,7 +44,9 @@ class Gaussians:
         for name, shape in expected.items():
             value = getattr(self, name)
             if n < 0 or tuple(value.shape) != shape:
-                raise ValueError(f"Gaussians.{name}: expected shape {_shape_str(shape)}, got {tuple(value.shape)}")
+                raise ValueError(
+                    f"Gaussians.{name}: expected shape {_shape_str(shape)}, got {tuple(value.shape)}"
+                )
         if self.sh.dim() != 3 or self.sh.shape[0] != n or self.sh.shape[2] != 3:
             raise ValueError(f"Gaussians.sh: expected shape (N, (d+1)², 3), got {tuple(self.sh.shape)}")
         sh_degree_from_coeffs(self.sh.shape[1])
@@ -78,7 +80,8 @@ class Gaussians:
 
     def _map(self, fn) -> Gaussians:
         return Gaussians(
-            **{f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "validate"}, validate=False
+            **{f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "validate"},
+            validate=False,
         )
 
     def __getitem__(self, index) -> Gaussians:
@@ -122,7 +125,9 @@ def quat_to_rotmat(quats: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 
     return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
 
 
-def covariances(scales: Float[Tensor, "*batch 3"], quats: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 3"]:
+def covariances(
+    scales: Float[Tensor, "*batch 3"], quats: Float[Tensor, "*batch 4"]
+) -> Float[Tensor, "*batch 3 3"]:
     """Σ = R S Sᵀ Rᵀ with S = diag(scales)."""
     rs = quat_to_rotmat(quats) * scales[..., None, :]
     return rs @ rs.transpose(-1, -2)

@@ -63,7 +63,9 @@ def load_ply(path: str | os.PathLike) -> Gaussians:
         keys = [f"{prefix}{i}" for i in range(count)] if prefix else list("xyz")
         missing = [k for k in keys if k not in names]
         if missing:
-            raise ValueError(f"{path}: missing vertex property '{missing[0]}' of the Gaussian-splatting layout")
+            raise ValueError(
+                f"{path}: missing vertex property '{missing[0]}' of the Gaussian-splatting layout"
+            )
         return torch.from_numpy(np.stack([np.asarray(vertex[k], np.float32) for k in keys], axis=-1))
 
     n_rest = sum(1 for k in names if k.startswith("f_rest_"))

@@ -1,0 +1,7 @@
+from gs3.registry import Registry
+
+ENCODERS = Registry("encoder")
+
+
+def build_encoder(config):
+    return ENCODERS.build(config)
