@@ -17,7 +17,6 @@ SUBCOMMANDS = {
         "render frames with a checkpoint; write PNGs and Gaussians (.ply)",
     ),
     "export": ("gs3.train.commands.export", "export encoder weights for Pointcept / mmdet3d / torchvision"),
-    "finetune": ("gs3.downstream.commands", "fine-tune a pre-trained encoder on a downstream task"),
     "data": ("gs3.data.commands", "data tools: .sens export, view-pair lists, synthetic scenes"),
 }
 

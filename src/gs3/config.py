@@ -1,0 +1,215 @@
+"""Pre-training configs: typed dataclasses filled from YAML (omegaconf structured configs).
+
+`load_config("demo", ["optim.lr=3e-4"])` reads `configs/pretrain/demo.yaml` shipped inside the package (so it
+works from a non-editable install), merges it over the dataclass defaults, then applies dotted overrides. An
+unknown key or a value of the wrong type raises `ConfigError` with one line naming the key and the file.
+The dataclass defaults are the paper's settings (DESIGN.md §1-9); the YAML files only make them explicit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gs3.errors import ConfigError
+
+PRETRAIN_CONFIG_DIR = "configs/pretrain"
+
+
+@dataclass
+class DataConfig:
+    source: str = "scannet"  # "scannet": exported scenes under `root`; "synthetic": generated on first use
+    root: str = "data/scannet/scans"  # one folder per scene in the ScanNet exported layout
+    train_split: str = "scannetv2_train"  # a split shipped with gs3 (gs3/splits/NAME.txt) or a path to a list
+    val_split: str = "scannetv2_val"
+    cache_dir: str = "~/.cache/gs3/demo"  # where synthetic scenes are generated
+    synthetic_scenes: int = 8
+    synthetic_frames: int = 40
+    width: int = 320
+    height: int = 240
+    frame_interval: int = 5
+    num_views: int = 2
+    mask_ratio: float = 0.5
+    rotation_augment: bool = True  # uniform in [-π/64, π/64] about X and Y, [-π, π] about Z, per sample
+    batch_size: int = 4  # per process
+    num_workers: int = 4
+    extra: dict[str, Any] = field(default_factory=dict)  # passed to the gs3.data dataset as keyword arguments
+
+
+@dataclass
+class ModelConfig:
+    encoder: dict[str, Any] = field(default_factory=lambda: {"type": "SpUNet-v1m1"})  # gs3.encoders config
+    head: str = "depth_bin"  # "depth_bin" | "point_offset" (3D encoders only)
+    gaussians_per_pixel: int = 1  # k
+    sh_degree: int = 2
+    near: float = 0.2  # metres: depth range of the depth bins and of the epipolar samples
+    far: float = 10.0
+    num_depth_bins: int = 64
+    head_kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the head
+    epipolar: dict[str, Any] = field(default_factory=dict)  # keyword arguments of EpipolarTransformer
+    background: float = 0.0  # grey level behind the Gaussians when rendering
+
+
+@dataclass
+class LossConfig:
+    lpips_weight: float = 0.05
+    vgg_weights: str | None = None  # local path to torchvision's vgg16-397923af.pth (else torch.hub cache)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    min_lr: float = 1e-6  # cosine decay from lr to min_lr over the whole run
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    epochs: int = 100
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (and decay over them) instead of epochs
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+
+
+@dataclass
+class TrainerConfig:
+    seed: int = 0
+    out_dir: str = ""  # empty: runs/<config name>
+    accelerator: str = "auto"  # "cpu" | "gpu" | "auto"
+    devices: Any = "auto"  # number of devices per node, or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning strategy; "ddp" for multi-GPU / multi-node (torchrun compatible)
+    precision: str = "auto"  # "auto": bf16-mixed on GPU, 32-true on CPU
+    checkpoint_every: int = 1000  # optimizer steps
+    keep_checkpoints: int = 3  # step checkpoints kept besides last.ckpt
+    log_every: int = 50
+    image_every: int = 500
+    max_nonfinite_in_row: int = 20  # that many non-finite losses in a row stop the run
+    progress_bar: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    name: str = "gs3"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def available_configs() -> list[str]:
+    folder = resources.files("gs3").joinpath(PRETRAIN_CONFIG_DIR)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str | Path) -> tuple[DictConfig, str]:
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text, source = path.read_text(), str(path)
+    else:
+        resource = resources.files("gs3").joinpath(PRETRAIN_CONFIG_DIR, f"{name_or_path}.yaml")
+        if not resource.is_file():
+            raise ConfigError(
+                f"config '{name_or_path}' is neither a file nor a packaged config "
+                f"(known: {', '.join(available_configs())})"
+            )
+        text, source = resource.read_text(), f"{PRETRAIN_CONFIG_DIR}/{name_or_path}.yaml"
+    try:
+        loaded = OmegaConf.create(text)
+    except Exception as error:
+        raise ConfigError(f"{source}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    return loaded, source
+
+
+def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"{source}: bad setting '{key}': {reason}") from None
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+    """A config by packaged name (configs/pretrain/NAME.yaml) or path, with dotted `key=value` overrides."""
+    loaded, source = _read_yaml(name_or_path)
+    merged = _merge(OmegaConf.structured(PretrainConfig), loaded, source)
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}': expected key=value (e.g. optim.lr=3e-4)")
+        key = item.split("=", 1)[0]
+        try:
+            dotlist = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"override '{item}': {str(error).splitlines()[0]}") from None
+        merged = _merge(merged, dotlist, f"override '{key}'")
+    config = OmegaConf.to_object(merged)
+    assert isinstance(config, PretrainConfig)
+    validate(config, source)
+    return config
+
+
+def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> PretrainConfig:
+    """Rebuild a config saved with `config_to_dict` (e.g. from a checkpoint)."""
+    merged = _merge(OmegaConf.structured(PretrainConfig), OmegaConf.create(values), source)
+    config = OmegaConf.to_object(merged)
+    assert isinstance(config, PretrainConfig)
+    validate(config, source)
+    return config
+
+
+def config_to_dict(config: PretrainConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
+
+
+def config_to_yaml(config: PretrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def _check(condition: bool, source: str, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{source}: bad setting '{key}': {message}")
+
+
+def validate(config: PretrainConfig, source: str = "config") -> None:
+    """Range checks omegaconf's type checks cannot express; one line naming the key on failure."""
+    d, m, o, t = config.data, config.model, config.optim, config.trainer
+    _check(d.source in ("scannet", "synthetic"), source, "data.source", f"'{d.source}' not scannet|synthetic")
+    _check(d.width > 0 and d.height > 0, source, "data.width/height", "must be positive")
+    _check(d.frame_interval >= 1, source, "data.frame_interval", "must be >= 1")
+    _check(d.num_views >= 2, source, "data.num_views", f"{d.num_views} < 2 (the epipolar transformer needs 2+)")
+    _check(0.0 <= d.mask_ratio <= 0.9, source, "data.mask_ratio", f"{d.mask_ratio} outside [0, 0.9]")
+    _check(d.batch_size >= 1, source, "data.batch_size", "must be >= 1")
+    _check(d.num_workers >= 0, source, "data.num_workers", "must be >= 0")
+    _check("type" in m.encoder, source, "model.encoder.type", "missing (SpUNet-v1m1|PointNet2SASSG|ResNet50)")
+    _check(m.head in ("depth_bin", "point_offset"), source, "model.head", f"'{m.head}' not depth_bin|point_offset")
+    _check(
+        not (m.head == "point_offset" and m.encoder.get("type") == "ResNet50"),
+        source,
+        "model.head",
+        "point_offset needs a 3D (point) encoder; use depth_bin with ResNet50",
+    )
+    _check(m.gaussians_per_pixel >= 1, source, "model.gaussians_per_pixel", "must be >= 1")
+    _check(0 <= m.sh_degree <= 3, source, "model.sh_degree", f"{m.sh_degree} outside 0..3")
+    _check(0 < m.near < m.far, source, "model.near/far", f"need 0 < near < far, got {m.near}, {m.far}")
+    _check(m.num_depth_bins >= m.gaussians_per_pixel, source, "model.num_depth_bins", "must be >= k")
+    _check(config.loss.lpips_weight >= 0, source, "loss.lpips_weight", "must be >= 0")
+    _check(o.lr > 0 and 0 <= o.min_lr <= o.lr, source, "optim.lr/min_lr", "need 0 <= min_lr <= lr, lr > 0")
+    _check(o.weight_decay >= 0, source, "optim.weight_decay", "must be >= 0")
+    _check(len(o.betas) == 2, source, "optim.betas", "expected two numbers")
+    _check(o.epochs >= 1 or o.max_steps > 0, source, "optim.epochs", "must be >= 1 (or set optim.max_steps)")
+    _check(o.grad_clip >= 0 and not math.isnan(o.grad_clip), source, "optim.grad_clip", "must be >= 0")
+    _check(t.precision in ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"), source, "trainer.precision",
+           f"'{t.precision}' not auto|32-true|bf16-mixed|16-mixed|64-true")  # fmt: skip
+    _check(t.checkpoint_every >= 1, source, "trainer.checkpoint_every", "must be >= 1")
+    _check(t.log_every >= 1 and t.image_every >= 1, source, "trainer.log_every/image_every", "must be >= 1")
+    _check(t.max_nonfinite_in_row >= 1, source, "trainer.max_nonfinite_in_row", "must be >= 1")
+    _check(t.num_nodes >= 1, source, "trainer.num_nodes", "must be >= 1")

@@ -1,0 +1,358 @@
+"""Pure-PyTorch Gaussian rasterizer: the reference backend, on any device, exact w.r.t. gsplat's rules.
+
+Design
+------
+1. *Projection* (`projection.py`, ordinary autograd): per camera, EWA projection to 2D means, conics, depths;
+   culling (z < 0.01, opacity < 1/255, bounding box off screen). Colours from SH for the visible ones.
+2. *Binning*: the visible Gaussians of a camera are stably sorted by depth (ties keep index order, as gsplat's
+   stable radix sort does). Each Gaussian covers the pixels whose centres lie inside its bounding box of
+   extend = min(3.33, √(2 ln(255·o))) standard deviations per axis (the exact box of the α ≥ 1/255 ellipse,
+   the same box gsplat 1.5.3 bins into 16×16 tiles, before its rounding up to whole pixels and tiles). Outside
+   that box α < 1/255, so restricting work to it never drops a contributing pixel. On a CPU a tile is only a
+   coarser version of this box (a 16×16 tile holds 2–9× more pixels than a pixel-sized Gaussian's box), so
+   the work list is (Gaussian, pixel) pairs, not (tile, Gaussian, 256 pixels).
+3. *Compositing in chunks*: Gaussians are taken front to back in chunks of at most `pair_budget`
+   (Gaussian, pixel) pairs, so memory is bounded whatever the scene and no Gaussians × pixels tensor is
+   ever built. Per chunk: α = min(0.999, o·exp(−σ)), pairs with σ < 0 or α < 1/255 are dropped, the rest
+   are stably sorted by pixel (depth order survives within a pixel) and composited per pixel with a
+   segmented exclusive cumulative sum of log(1 − α) in float64, continuing each pixel's transmittance T
+   from the previous chunks. gsplat's stop rule is reproduced exactly: a pair is composited only while
+   T·(1 − α) > 1e-4; the first pair that fails, and everything behind it, is excluded, and the pixel is
+   marked done so later chunks skip it.
+4. *Backward* (`_Composite`, a custom autograd Function): nothing per pair is saved. The backward pass
+   replays the chunks (same pairs, same order), and uses the closed form per pair
+       ∂L/∂αᵢ = Tᵢ·(g_C·cᵢ + g_D·zᵢ) − (g_C·S^Cᵢ + g_D·S^Dᵢ − g_A·T_N) / (1 − αᵢ),
+   where S^Cᵢ = C − Σ_{j≤i} wⱼcⱼ (C includes T_N·background), S^Dᵢ likewise, wⱼ = αⱼTⱼ, so only the final
+   per-pixel colour, depth and T_N (float64) are kept from the forward. Then α → (o, σ) → (mean2d, conic),
+   scattered to the Gaussians; the projection's autograd carries them on to means, scales, quats, SH.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from gs3.cameras import Cameras
+from gs3.gaussians.container import Gaussians
+from gs3.render.projection import ALPHA_THRESHOLD, LOG_T_MIN, bbox_extend, project_gaussians
+from gs3.render.sh import sh_to_color
+
+DEFAULT_PAIR_BUDGET = 1 << 21
+_BOX_MARGIN = 1e-3  # pixels: keeps float rounding at the ellipse's edge on the safe (inclusive) side
+
+
+@dataclass
+class PixelBoxes:
+    """Per Gaussian (depth order): first pixel column/row and the box size; count = nx·ny pixels."""
+
+    u0: Int[Tensor, " m"]
+    v0: Int[Tensor, " m"]
+    nx: Int[Tensor, " m"]
+    count: Int[Tensor, " m"]
+
+
+def pixel_boxes(
+    means2d: Float[Tensor, "m 2"], cov2d: Float[Tensor, "m 3"], opacities: Float[Tensor, " m"], width: int, height: int
+) -> PixelBoxes:
+    """Pixels whose centre (u + 0.5, v + 0.5) can have α ≥ 1/255, clipped to the image."""
+    extend = bbox_extend(opacities)
+    rx = extend * cov2d[:, 0].sqrt() * (1 + 1e-5) + _BOX_MARGIN
+    ry = extend * cov2d[:, 2].sqrt() * (1 + 1e-5) + _BOX_MARGIN
+    mx, my = means2d[:, 0].double(), means2d[:, 1].double()
+    u0 = torch.ceil(mx - rx - 0.5).clamp(0, width).long()
+    u1 = torch.floor(mx + rx - 0.5).clamp(-1, width - 1).long()
+    v0 = torch.ceil(my - ry - 0.5).clamp(0, height).long()
+    v1 = torch.floor(my + ry - 0.5).clamp(-1, height - 1).long()
+    nx = (u1 - u0 + 1).clamp_min(0)
+    ny = (v1 - v0 + 1).clamp_min(0)
+    return PixelBoxes(u0, v0, nx, nx * ny)
+
+
+def plan_chunks(counts: Int[Tensor, " m"], pair_budget: int) -> list[tuple[int, int]]:
+    """Split Gaussians [0, m) into consecutive ranges of at most `pair_budget` pairs (≥ 1 Gaussian each)."""
+    m = counts.shape[0]
+    if m == 0:
+        return []
+    cumulative = counts.cumsum(0).cpu()
+    chunks, start, done_pairs = [], 0, 0
+    while start < m:
+        end = int(torch.searchsorted(cumulative, done_pairs + pair_budget, right=True))
+        end = max(end, start + 1)
+        chunks.append((start, end))
+        done_pairs = int(cumulative[end - 1])
+        start = end
+    return chunks
+
+
+@dataclass
+class _PixelState:
+    """What each pixel carries from one chunk to the next."""
+
+    log_t: Tensor  # (P,) float64 log transmittance
+    done: Tensor  # (P,) bool: compositing stopped
+    acc: Tensor  # forward: (P, 4) float64 Σ w·(rgb, z); backward: (P,) float64 Σ w·(g_C·c + g_D·z)
+
+
+@dataclass
+class _Pairs:
+    """Composited (Gaussian, pixel) pairs of one chunk, sorted by pixel then depth."""
+
+    gaussian: Tensor  # local index within the chunk
+    pixel: Tensor
+    first: Tensor  # bool: first pair of its pixel in this chunk
+    dx: Tensor
+    dy: Tensor
+    vis: Tensor  # exp(−σ)
+    alpha: Tensor
+    t_before: Tensor  # transmittance in front of the pair (compute dtype)
+    log1m: Tensor  # log(1 − α), float64
+    stopped: Tensor  # pixels whose compositing stops inside this chunk
+
+
+def _chunk_pairs(
+    start: int,
+    end: int,
+    boxes: PixelBoxes,
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    width: int,
+    state: _PixelState,
+) -> _Pairs:
+    device = means2d.device
+    counts = boxes.count[start:end]
+    total = int(counts.sum())
+    local, first_of_gaussian = _expand(counts, total)
+    k = torch.arange(total, device=device) - first_of_gaussian[local]
+    nx = boxes.nx[start:end][local]
+    row = torch.div(k, nx, rounding_mode="floor")
+    u = boxes.u0[start:end][local] + (k - row * nx)
+    v = boxes.v0[start:end][local] + row
+    pixel = v * width + u
+    if bool(state.done.any()):
+        live = ~state.done[pixel]
+        local, pixel, u, v = local[live], pixel[live], u[live], v[live]
+
+    g = local + start
+    mean = means2d[g]
+    dx = (u.to(means2d.dtype) + 0.5) - mean[:, 0]
+    dy = (v.to(means2d.dtype) + 0.5) - mean[:, 1]
+    conic = conics[g]
+    sigma = 0.5 * (conic[:, 0] * dx * dx + conic[:, 2] * dy * dy) + conic[:, 1] * dx * dy
+    vis = torch.exp(-sigma)
+    alpha = torch.clamp_max(opacities[g] * vis, 0.999)
+    valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+    local, pixel, dx, dy, vis, alpha = (t[valid] for t in (local, pixel, dx, dy, vis, alpha))
+
+    pixel, order = torch.sort(pixel, stable=True)
+    local, dx, dy, vis, alpha = (t[order] for t in (local, dx, dy, vis, alpha))
+    first = torch.ones_like(pixel, dtype=torch.bool)
+    first[1:] = pixel[1:] != pixel[:-1]
+
+    log1m = torch.log1p(-alpha.double())
+    log_t_before = state.log_t[pixel] + segmented_exclusive_cumsum(log1m, first)
+    keep = log_t_before + log1m > LOG_T_MIN  # gsplat: stop before the Gaussian that brings T to ≤ 1e-4
+    stopped = pixel[~keep]
+    pairs = _Pairs(
+        gaussian=local[keep],
+        pixel=pixel[keep],
+        first=first[keep],
+        dx=dx[keep],
+        dy=dy[keep],
+        vis=vis[keep],
+        alpha=alpha[keep],
+        t_before=torch.exp(log_t_before[keep]).to(alpha.dtype),
+        log1m=log1m[keep],
+        stopped=stopped,
+    )
+    # `first` must mark the first *kept* pair of each pixel: kept pairs are a prefix of their pixel's run.
+    return pairs
+
+
+def _expand(counts: Tensor, total: int) -> tuple[Tensor, Tensor]:
+    """(index i repeated counts[i] times, first position of each i); torch.repeat_interleave is far slower
+    on the CPU, so mark where each non-empty run starts (with the jump in index) and take a cumulative sum."""
+    first = counts.cumsum(0) - counts
+    nonempty = (counts > 0).nonzero().squeeze(1)
+    marker = torch.zeros(total, dtype=torch.long, device=counts.device)
+    marker[first[nonempty]] = torch.diff(nonempty, prepend=nonempty.new_zeros(1))
+    return marker.cumsum(0), first
+
+
+def segmented_exclusive_cumsum(values: Tensor, first: Tensor) -> Tensor:
+    """Exclusive cumulative sum along dim 0 restarting where `first` is True (values float64)."""
+    inclusive = values.cumsum(0)
+    exclusive = inclusive - values
+    segment = first.cumsum(0) - 1
+    return exclusive - exclusive[first][segment]
+
+
+def _advance(state: _PixelState, pairs: _Pairs) -> None:
+    state.log_t.index_add_(0, pairs.pixel, pairs.log1m)
+    state.done[pairs.stopped] = True
+
+
+class _Composite(torch.autograd.Function):
+    """Front-to-back compositing of one camera's depth-sorted splats; recomputes pairs in backward."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, colors, depths, background, boxes, chunks, width, height):
+        num_pixels = width * height
+        device = means2d.device
+        state = _PixelState(
+            log_t=torch.zeros(num_pixels, dtype=torch.float64, device=device),
+            done=torch.zeros(num_pixels, dtype=torch.bool, device=device),
+            acc=torch.zeros(num_pixels, 4, dtype=torch.float64, device=device),
+        )
+        features = torch.cat([colors, depths[:, None]], dim=-1)
+        for start, end in chunks:
+            pairs = _chunk_pairs(start, end, boxes, means2d, conics, opacities, width, state)
+            weights = pairs.alpha * pairs.t_before
+            contribution = weights[:, None] * features[pairs.gaussian + start]
+            state.acc.index_add_(0, pairs.pixel, contribution.double())
+            _advance(state, pairs)
+        t_final = torch.exp(state.log_t)
+        color = state.acc[:, :3] + t_final[:, None] * background.double()
+        depth = state.acc[:, 3]
+        ctx.save_for_backward(means2d, conics, opacities, colors, depths, background, color, depth, t_final)
+        ctx.boxes, ctx.chunks, ctx.width = boxes, chunks, width
+        dtype = means2d.dtype
+        return (
+            color.to(dtype).reshape(height, width, 3),
+            (1 - t_final).to(dtype).reshape(height, width, 1),
+            depth.to(dtype).reshape(height, width, 1),
+        )
+
+    @staticmethod
+    def backward(ctx, grad_color, grad_alpha, grad_depth):
+        means2d, conics, opacities, colors, depths, background, color, depth, t_final = ctx.saved_tensors
+        boxes, chunks, width = ctx.boxes, ctx.chunks, ctx.width
+        device, dtype = means2d.device, means2d.dtype
+        num_pixels = t_final.shape[0]
+        g_color = grad_color.reshape(num_pixels, 3)
+        g_alpha = grad_alpha.reshape(num_pixels)
+        g_depth = grad_depth.reshape(num_pixels)
+        g_feature = torch.cat([g_color, g_depth[:, None]], dim=-1)
+        # Per pixel: g_C·C + g_D·D − g_A·T_N, so that the suffix term of pair i is q − (Σ_{j≤i} rⱼ).
+        q = (g_color.double() * color).sum(-1) + g_depth.double() * depth - g_alpha.double() * t_final
+
+        m = means2d.shape[0]
+        grads = torch.zeros(m, 9, dtype=dtype, device=device)  # mean2d(2) conic(3) opacity color(3)
+        grad_z = torch.zeros(m, dtype=dtype, device=device)
+        state = _PixelState(
+            log_t=torch.zeros(num_pixels, dtype=torch.float64, device=device),
+            done=torch.zeros(num_pixels, dtype=torch.bool, device=device),
+            acc=torch.zeros(num_pixels, dtype=torch.float64, device=device),
+        )
+        features = torch.cat([colors, depths[:, None]], dim=-1)
+        for start, end in chunks:
+            pairs = _chunk_pairs(start, end, boxes, means2d, conics, opacities, width, state)
+            g = pairs.gaussian + start
+            gf = g_feature[pairs.pixel]
+            weights = pairs.alpha * pairs.t_before
+            direct = (gf * features[g]).sum(-1)  # g_C·c + g_D·z
+            r = (weights * direct).double()
+            prefix = state.acc[pairs.pixel] + segmented_exclusive_cumsum(r, pairs.first) + r
+            suffix = (q[pairs.pixel] - prefix).to(dtype)
+            g_alpha_pair = pairs.t_before * direct - suffix / (1 - pairs.alpha)
+
+            o = opacities[g]
+            unclamped = (o * pairs.vis <= 0.999).to(dtype)
+            g_alpha_pair = g_alpha_pair * unclamped
+            g_sigma = -g_alpha_pair * o * pairs.vis
+            conic = conics[g]
+            dx, dy = pairs.dx, pairs.dy
+            per_pair = torch.stack(
+                [
+                    -g_sigma * (conic[:, 0] * dx + conic[:, 1] * dy),
+                    -g_sigma * (conic[:, 1] * dx + conic[:, 2] * dy),
+                    0.5 * g_sigma * dx * dx,
+                    g_sigma * dx * dy,
+                    0.5 * g_sigma * dy * dy,
+                    g_alpha_pair * pairs.vis,
+                ],
+                dim=-1,
+            )
+            per_pair = torch.cat([per_pair, weights[:, None] * gf[:, :3]], dim=-1)
+            grads.index_add_(0, g, per_pair)
+            grad_z.index_add_(0, g, weights * gf[:, 3])
+            state.acc.index_add_(0, pairs.pixel, r)
+            _advance(state, pairs)
+        grad_background = (g_color * t_final.to(dtype)[:, None]).sum(0) if ctx.needs_input_grad[5] else None
+        return (
+            grads[:, 0:2],
+            grads[:, 2:5],
+            grads[:, 5],
+            grads[:, 6:9],
+            grad_z,
+            grad_background,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def composite(
+    means2d: Float[Tensor, "m 2"],
+    conics: Float[Tensor, "m 3"],
+    opacities: Float[Tensor, " m"],
+    colors: Float[Tensor, "m 3"],
+    depths: Float[Tensor, " m"],
+    cov2d: Float[Tensor, "m 3"],
+    background: Float[Tensor, " 3"],
+    width: int,
+    height: int,
+    pair_budget: int = DEFAULT_PAIR_BUDGET,
+) -> tuple[Float[Tensor, "h w 3"], Float[Tensor, "h w 1"], Float[Tensor, "h w 1"]]:
+    """Composite one camera's splats, already sorted front to back (depth ascending)."""
+    with torch.no_grad():
+        boxes = pixel_boxes(means2d.detach(), cov2d.detach(), opacities.detach(), width, height)
+        chunks = plan_chunks(boxes.count, pair_budget)
+    return _Composite.apply(means2d, conics, opacities, colors, depths, background, boxes, chunks, width, height)
+
+
+def rasterize_torch(
+    gaussians: Gaussians,
+    cameras: Cameras,
+    background: Float[Tensor, "c 3"],
+    pair_budget: int = DEFAULT_PAIR_BUDGET,
+) -> tuple[Float[Tensor, "c h w 3"], Float[Tensor, "c h w 1"], Float[Tensor, "c h w 1"]]:
+    width, height = cameras.width, cameras.height
+    world_to_cam = cameras.world_to_cam
+    projected = project_gaussians(
+        gaussians.means,
+        gaussians.scales,
+        gaussians.quats,
+        gaussians.opacities,
+        cameras.K,
+        world_to_cam,
+        width,
+        height,
+    )
+    outputs = []
+    for c in range(cameras.K.shape[0]):
+        index = projected.visible[c].nonzero().squeeze(1)
+        order = torch.sort(projected.depths[c, index].detach(), stable=True).indices
+        index = index[order]
+        means = gaussians.means[index]
+        colors = sh_to_color(gaussians.sh[index], means - cameras.centers[c])
+        outputs.append(
+            composite(
+                projected.means2d[c, index],
+                projected.conics[c, index],
+                gaussians.opacities[index],
+                colors,
+                projected.depths[c, index],
+                projected.cov2d[c, index],
+                background[c],
+                width,
+                height,
+                pair_budget,
+            )
+        )
+    color, alpha, depth = (torch.stack(parts) for parts in zip(*outputs))
+    return color, alpha, depth

@@ -1,0 +1,1 @@
+"""The `gs3 pretrain`, `gs3 render` and `gs3 export` subcommands (dispatched by gs3.cli)."""

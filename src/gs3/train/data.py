@@ -1,0 +1,144 @@
+"""The LightningDataModule of pre-training: gs3.data datasets behind a resumable, rank-sharded sampler."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from gs3.config import DataConfig, PretrainConfig
+from gs3.errors import DataError
+from gs3.train.sampling import EpochIndexed, ResumableSampler
+
+
+def sample_config(data: DataConfig) -> Any:
+    from gs3.data.dataset import SampleConfig
+
+    extra = {k: v for k, v in data.extra.items() if k != "samples_per_scene"}
+    try:
+        return SampleConfig(
+            num_views=data.num_views,
+            interval=data.frame_interval,
+            resolution=(data.width, data.height),
+            augment=data.rotation_augment,
+            mask_ratio=data.mask_ratio,
+            **extra,
+        )
+    except TypeError as error:
+        raise DataError(f"data.extra: {error}") from None
+
+
+def synthetic_root(config: PretrainConfig) -> Path:
+    d = config.data
+    name = f"seed{config.trainer.seed}_{d.synthetic_scenes}x{d.synthetic_frames}_{d.width}x{d.height}"
+    return Path(d.cache_dir).expanduser() / name
+
+
+def prepare_synthetic(config: PretrainConfig) -> Path:
+    """Generate the synthetic scenes once: into a temporary folder renamed into place when complete, so
+    an interrupted generation is never mistaken for a dataset; an existing folder is reused."""
+    from gs3.data.synthetic import write_dataset
+
+    root = synthetic_root(config)
+    if (root / "scenes.txt").is_file():
+        return root
+    d = config.data
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        print(f"gs3: generating {d.synthetic_scenes} synthetic scenes into {root} (once)", flush=True)
+        write_dataset(tmp, d.synthetic_scenes, d.synthetic_frames, seed=config.trainer.seed, width=d.width,
+                      height=d.height, point_density=None)  # fmt: skip
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process finished first
+            if not (root / "scenes.txt").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def scene_paths(config: PretrainConfig, split: str) -> list[Path]:
+    from gs3.data.splits import list_scenes
+
+    data = config.data
+    if data.source == "synthetic":
+        return list_scenes(synthetic_root(config))
+    scenes = list_scenes(data.root, data.train_split if split == "train" else data.val_split)
+    if not scenes:
+        raise DataError(f"data.root {data.root}: none of the scenes of split '{split}' found there")
+    return scenes
+
+
+def build_dataset(config: PretrainConfig, split: str = "train") -> Any:
+    from gs3.data.dataset import GS3Dataset
+
+    samples_per_scene = int(config.data.extra.get("samples_per_scene", 1))
+    return GS3Dataset(
+        scene_paths(config, split), sample_config(config.data), config.trainer.seed, samples_per_scene
+    )
+
+
+class GS3DataModule(L.LightningDataModule):
+    def __init__(self, config: PretrainConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dataset: Any = None
+        self.sampler: ResumableSampler | None = None
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on one process per node before the others build datasets.
+        if self.config.data.source == "synthetic":
+            prepare_synthetic(self.config)
+
+    def setup(self, stage: str) -> None:
+        if self.dataset is None:
+            self.dataset = build_dataset(self.config, "train")
+
+    def train_dataloader(self) -> DataLoader:
+        from gs3.data.collate import collate
+
+        trainer = self.trainer
+        self.sampler = ResumableSampler(
+            len(self.dataset),
+            self.config.data.batch_size,
+            self.config.trainer.seed,
+            epochs=self.config.optim.epochs,
+            max_batches=self.config.optim.max_steps,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        module = trainer.lightning_module if trainer else None
+        if module is not None and getattr(module, "resume_batches", 0):
+            self.sampler.resume_at(module.resume_batches)
+        workers = self.config.data.num_workers
+        return DataLoader(
+            EpochIndexed(self.dataset),
+            batch_size=self.config.data.batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
+            persistent_workers=False,
+            drop_last=True,
+        )
+
+    def bad_sample_counts(self) -> dict[str, int]:
+        """Skipped samples by reason, summed over every rank (counted from the batches' `skipped`)."""
+        module = self.trainer.lightning_module if self.trainer else None
+        counts = Counter(getattr(module, "skipped_data", {}))
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, dict(counts))
+            counts = Counter()
+            for part in gathered:
+                counts.update(part)
+        return dict(counts)
