@@ -48,8 +48,10 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def time_loader(source: Path, workers: int, args, run: int) -> tuple[float, float]:
-    """(samples per second after the first batch, seconds to the first batch)."""
+def time_loader(source: Path, workers: int, args, run: int) -> tuple[float, float, float]:
+    """(samples per second after the first batch, seconds to the first batch, main-process CPU ms per
+    sample). With 0 workers the CPU time is the whole per-sample cost, a figure that contention from other
+    processes inflates far less than wall time."""
     batches = args.samples // args.batch_size
     config = SampleConfig(resolution=parse_resolution(args.resolution))
     dataset = GS3Dataset([source], config, seed=run, samples_per_scene=(batches + 1) * args.batch_size)
@@ -57,11 +59,12 @@ def time_loader(source: Path, workers: int, args, run: int) -> tuple[float, floa
     start = time.perf_counter()
     iterator = iter(loader)
     next(iterator)
-    first = time.perf_counter()
+    first, cpu_start = time.perf_counter(), time.process_time()
     count = 0
     for batch in iterator:
         count += batch["image"].shape[0]
-    return count / (time.perf_counter() - first), first - start
+    cpu_ms = (time.process_time() - cpu_start) * 1000 / count
+    return count / (time.perf_counter() - first), first - start, cpu_ms
 
 
 def time_jpeg(path: Path, size: tuple[int, int], draft: bool, repeats: int = 30) -> float:
@@ -95,6 +98,7 @@ def main() -> int:
         f"machine: {cpu_model()}, cores={os.cpu_count()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, python {platform.python_version()}"
     )
+    print(f"load average before: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (a shared machine)")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(
         f"sizes: {args.resolution}, 2 views, interval 5, batch {args.batch_size}, "
@@ -112,23 +116,28 @@ def main() -> int:
     rows, baseline = [], None
     for name, path in SOURCES.items():
         for workers in args.workers:
-            rates, startups = [], []
+            rates, startups, cpu = [], [], []
             for run in range(args.runs):
-                rate, startup = time_loader(path, workers, args, run)
+                rate, startup, cpu_ms = time_loader(path, workers, args, run)
                 rates.append(rate)
                 startups.append(startup)
+                cpu.append(cpu_ms)
             rate = statistics.median(rates)
             baseline = baseline or rate
-            rows.append(
-                (name, workers, rate, min(rates), max(rates), statistics.median(startups), rate / baseline)
-            )
-    print(f"{'source':<10}{'workers':>8}{'samples/s':>11}{'min':>8}{'max':>8}{'1st batch s':>13}{'ratio':>8}")
-    for name, workers, rate, low, high, startup, ratio in rows:
-        print(f"{name:<10}{workers:>8}{rate:>11.1f}{low:>8.1f}{high:>8.1f}{startup:>13.2f}{ratio:>7.2f}x")
+            spread = (min(rates), max(rates), statistics.median(startups), statistics.median(cpu))
+            rows.append((name, workers, rate, *spread, rate / baseline))
+    header = f"{'source':<10}{'workers':>8}{'samples/s':>11}{'min':>8}{'max':>8}{'1st batch s':>13}"
+    print(header + f"{'main CPU ms/sample':>20}{'ratio':>8}")
+    for name, workers, rate, low, high, startup, cpu_ms, ratio in rows:
+        line = f"{name:<10}{workers:>8}{rate:>11.1f}{low:>8.1f}{high:>8.1f}{startup:>13.2f}"
+        print(line + f"{cpu_ms:>20.1f}{ratio:>7.2f}x")
+    print("(with 0 workers 'main CPU ms/sample' is the whole cost of a sample; on an otherwise idle machine")
+    print(" N workers deliver about N x 1000 / that figure samples/s)")
     print(
         f"\npeak RSS (process peak, main process): {peak_rss_mib():.0f} MiB; "
         f"largest worker process: {peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB"
     )
+    print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("target: >= 20 samples/s with 2 workers")
     return 0
 

@@ -198,6 +198,25 @@ def test_patch_mask_crops_edge_patches():
     assert int((~mask.pixel_visible[:, ::4, ::4]).sum()) == round(0.5 * 2 * 3 * 4)
 
 
+def test_sample_config_is_checked():
+    assert SampleConfig(resolution="256x192").resolution == (256, 192)
+    assert SampleConfig(resolution=[512, 384]).resolution == (512, 384)
+    with pytest.raises(ConfigError, match="num_views"):
+        SampleConfig(num_views=1)
+    with pytest.raises(ConfigError, match="mask ratio"):
+        SampleConfig(mask_ratio=0.95)
+
+
+def test_dataset_from_root_and_split(tmp_path):
+    wall_scene(tmp_path, "scene0000_00", 8, step=0.01)  # train
+    wall_scene(tmp_path, "scene0568_00", 8, step=0.01)  # val
+    config = SampleConfig(resolution=(16, 12))
+    assert GS3Dataset.from_root(tmp_path, "val", config).scenes == [str(tmp_path / "scene0568_00")]
+    assert len(GS3Dataset.from_root(tmp_path, None, config, samples_per_scene=3)) == 6
+    with pytest.raises(DataError, match="no scenes found for split 'test'"):
+        GS3Dataset.from_root(tmp_path, "test", config)
+
+
 def test_mask_settings_are_checked():
     with pytest.raises(ConfigError, match="ratio"):
         MaskGenerator(0.95)

@@ -20,6 +20,7 @@ from gs3.data import (
     InvalidFrameError,
     PairDataset,
     SampleConfig,
+    Scene,
     SequentialViewSampler,
     export_sens,
     list_scenes,
@@ -172,7 +173,7 @@ def test_resized_frame_follows_the_documented_rules():
 
 
 # --------------------------------------------------------------------------------- .sens written here
-def write_sens(path: Path, poses, depth_frames, colors, depth_shift=1000.0, truncate=0) -> None:
+def write_sens(path: Path, poses, depth_frames, colors, depth_shift=1000.0, truncate=0, raw_color=False):
     """An independent writer of the SensorData v4 layout (README of the shared data)."""
     height, width = depth_frames[0].shape
     color_h, color_w = colors[0].shape[:2]
@@ -181,11 +182,14 @@ def write_sens(path: Path, poses, depth_frames, colors, depth_shift=1000.0, trun
     K[0, 2], K[1, 2] = width / 2, height / 2
     parts = [struct.pack("<IQ", 4, 4), b"test"]
     parts += [K.tobytes(), np.eye(4, dtype="<f4").tobytes(), K.tobytes(), np.eye(4, dtype="<f4").tobytes()]
-    parts.append(struct.pack("<ii4IfQ", 2, 1, color_w, color_h, width, height, depth_shift, len(poses)))
+    color_compression = 0 if raw_color else 2
+    parts.append(
+        struct.pack("<ii4IfQ", color_compression, 1, color_w, color_h, width, height, depth_shift, len(poses))
+    )
     for pose, depth, color in zip(poses, depth_frames, colors):
         buffer = io.BytesIO()
         Image.fromarray(color).save(buffer, format="JPEG", quality=95)
-        color_bytes = buffer.getvalue()
+        color_bytes = color.tobytes() if raw_color else buffer.getvalue()
         depth_bytes = zlib.compress(depth.astype("<u2").tobytes())
         parts.append(np.asarray(pose, dtype="<f4").tobytes())
         parts.append(struct.pack("<4Q", 0, 0, len(color_bytes), len(depth_bytes)))
@@ -218,6 +222,26 @@ def test_sens_reader_on_written_file(tmp_path):
         open_scene(tmp_path / "t.sens")
 
 
+def test_colour_larger_than_depth_is_resized_to_the_depth_resolution(tmp_path):
+    """Real ScanNet: colour 1296×968, depth 640×480; here colour 4× the depth size, uniform per quadrant."""
+    color = np.zeros((24, 32, 3), np.uint8)
+    color[:12, :16] = (255, 0, 0)
+    color[12:, 16:] = (0, 0, 255)
+    depth = np.full((6, 8), 1000, np.uint16)
+    write_sens(tmp_path / "raw.sens", [np.eye(4)], [depth], [color], raw_color=True)
+    scene_dir = tmp_path / "exported"
+    write_intrinsics(scene_dir, K_SMALL, K_color=K_SMALL * 4)
+    write_frame(scene_dir, 0, color, depth, np.eye(4), color_format="png")
+    for scene in (open_scene(tmp_path / "raw.sens"), open_scene(scene_dir)):
+        frame = scene.frame(0)
+        assert frame.image.shape == (6, 8, 3)
+        assert torch.allclose(frame.image[0, 0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
+        assert torch.allclose(frame.image[5, 7], torch.tensor([0.0, 0.0, 1.0]), atol=1e-6)
+        small = scene.frame(0, (4, 3))
+        assert small.image.shape == (3, 4, 3) and small.depth.shape == (3, 4)
+        assert torch.allclose(small.image[0, 0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
+
+
 def test_sens_reader_survives_pickling_across_processes(tmp_path):
     import pickle
 
@@ -239,6 +263,7 @@ def test_numeric_frame_order_and_invalid_depth_values(tmp_path):
     depth[1, :4] = 0
     write_frame(scene_dir, 11, np.zeros((12, 16, 3), np.uint8), depth, np.eye(4), color_format="png")
     scene = open_scene(scene_dir)
+    assert isinstance(scene, Scene)
     assert [scene.frame_index(p) for p in range(len(scene))] == list(range(12))
     frame = scene.frame(11)
     assert torch.all(frame.depth[:2, :4] == 0) and torch.all(frame.depth[2:] == 1.5)

@@ -34,7 +34,11 @@ def _fields(g: Gaussians) -> dict[str, torch.Tensor]:
         ("opacities", lambda t: t[:, None], "Gaussians.opacities: expected shape"),
         ("sh", lambda t: t[:, :5], "Gaussians.sh: 5 coefficients"),
         ("sh", lambda t: t[..., :2], "Gaussians.sh: expected shape"),
-        ("means", lambda t: t.index_fill(0, torch.tensor([2]), float("nan")), "Gaussians.means: contains NaN"),
+        (
+            "means",
+            lambda t: t.index_fill(0, torch.tensor([2]), float("nan")),
+            "Gaussians.means: contains NaN",
+        ),
         ("sh", lambda t: t.index_fill(0, torch.tensor([1]), float("inf")), "Gaussians.sh: contains NaN"),
         ("quats", lambda t: t.index_fill(0, torch.tensor([3]), 0.0), "Gaussians.quats: zero-norm"),
         ("scales", lambda t: t.index_fill(0, torch.tensor([0]), 0.0), "Gaussians.scales: must be positive"),
@@ -99,12 +103,16 @@ def test_device_and_dtype_moves_keep_values() -> None:
 def test_rotation_and_covariance() -> None:
     q = torch.randn(10, 4, dtype=torch.float64)
     r = quat_to_rotmat(q)
-    assert torch.allclose(r @ r.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(10, 3, 3), atol=1e-12)
+    assert torch.allclose(
+        r @ r.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(10, 3, 3), atol=1e-12
+    )
     assert torch.allclose(torch.linalg.det(r), torch.ones(10, dtype=torch.float64))
     assert torch.allclose(quat_to_rotmat(3.0 * q), r)  # scale invariant
     # 90° about z (wxyz): x → y
     rz = quat_to_rotmat(torch.tensor([[2**-0.5, 0, 0, 2**-0.5]], dtype=torch.float64))[0]
-    assert torch.allclose(rz @ torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0, 1.0, 0], dtype=torch.float64))
+    assert torch.allclose(
+        rz @ torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0, 1.0, 0], dtype=torch.float64)
+    )
     s = torch.rand(10, 3, dtype=torch.float64) + 0.1
     cov = covariances(s, q)
     assert torch.allclose(torch.linalg.eigvalsh(cov), (s**2).sort(-1).values)

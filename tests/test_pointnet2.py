@@ -12,7 +12,7 @@ import torch
 from gs3.encoders import point_ops
 from gs3.encoders.pointnet2 import PointNet2SASSG
 from gs3.encoders.registry import build_encoder
-from gs3.errors import DataError
+from gs3.errors import ConfigError, DataError
 
 KEYS_FILE = Path(__file__).parent / "data" / "pointnet2_sassg_keys.txt"
 
@@ -255,6 +255,10 @@ def test_offset_and_shape_errors():
         model(coord, feat, torch.tensor([9]))
     with pytest.raises(ValueError, match="feat"):
         model(coord, feat[:, :2], torch.tensor([10]))
+    with pytest.raises(ConfigError, match="point_fp_channels"):
+        PointNet2SASSG(point_fp_channels=((64, 64),))
+    with pytest.raises(ConfigError, match="max_points"):
+        PointNet2SASSG(max_points=0)
 
 
 def test_backbone_state_dict_round_trip_and_detector_checkpoint():

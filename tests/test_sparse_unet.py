@@ -23,6 +23,17 @@ needs_spconv = pytest.mark.skipif(not spconv_installed, reason="spconv is not in
 KEYS_FILE = Path(__file__).parent / "data" / "spunet_v1m1_keys.txt"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """A forward pass is ~1000 tiny parallel regions; on a shared, oversubscribed CPU each one waits for a
+    descheduled thread (0.14 s vs 1-3 s for one forward here). Results do not depend on the thread count;
+    the scatter-race test sets two threads itself."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def room_points(num_points: int, size: float, generator: torch.Generator) -> torch.Tensor:
     """Points on the floor and two walls of a size×size×size/2 corner: a surface, like back-projected depth."""
     u = torch.rand(num_points, 2, generator=generator)
@@ -34,13 +45,15 @@ def room_points(num_points: int, size: float, generator: torch.Generator) -> tor
     return torch.where((plane == 0)[:, None], floor, torch.where((plane == 1)[:, None], wall_x, wall_y))
 
 
-def two_sample_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def two_sample_batch(
+    seed: int = 0, sizes: tuple[int, int] = (1700, 1300), extent: float = 1.2
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    first = room_points(1700, 1.2, generator)
-    second = room_points(1300, 1.0, generator) + torch.tensor([5.0, -3.0, 0.5])  # far away: own min cell
+    first = room_points(sizes[0], extent, generator)
+    second = room_points(sizes[1], extent * 0.8, generator) + torch.tensor([5.0, -3.0, 0.5])  # own min cell
     coord = torch.cat([first, second])
     color = torch.rand(coord.shape[0], 3, generator=generator)
-    return coord, color, torch.tensor([1700, 3000])
+    return coord, color, torch.tensor([sizes[0], sum(sizes)])
 
 
 # ---------------------------------------------------------------- spconv import and its CPU fix
@@ -206,7 +219,9 @@ def test_multithreaded_cpu_conv_is_exact_on_a_real_sized_input() -> None:
     torch.set_num_threads(max(2, threads))  # the race needs two threads
     try:
         with torch.no_grad():
-            outputs = [conv(sp.SparseConvTensor(voxels.feat, indices, [grid] * 3, 2)).features for _ in range(6)]
+            outputs = [
+                conv(sp.SparseConvTensor(voxels.feat, indices, [grid] * 3, 2)).features for _ in range(6)
+            ]
     finally:
         torch.set_num_threads(threads)
     for output in outputs:
@@ -294,9 +309,10 @@ def test_state_dict_matches_pointcept_spunet_v1m1_keys_and_shapes() -> None:
     assert ours == expected  # same names, shapes and order
 
 
-def test_load_backbone_state_dict_round_trip_prefixes_and_errors(model) -> None:
-    source = model
-    target = build_encoder({"type": "SpUNet-v1m1"})
+@needs_spconv
+def test_load_backbone_state_dict_round_trip_prefixes_and_errors() -> None:
+    small = {"type": "SpUNet-v1m1", "base_channels": 8, "channels": [8, 16, 16, 8], "layers": [1, 2, 1, 1]}
+    source, target = build_encoder(small), build_encoder(small)
     checkpoint = {f"module.backbone.{k}": v for k, v in source.backbone_state_dict().items()}  # Pointcept's
     target.load_backbone_state_dict(checkpoint)
     loaded = target.backbone_state_dict()
@@ -310,7 +326,7 @@ def test_load_backbone_state_dict_round_trip_prefixes_and_errors(model) -> None:
         target.load_backbone_state_dict(partial)
     result = target.load_backbone_state_dict(partial, strict=False)
     assert result.missing_keys == ["final.bias"] and result.unexpected_keys == ["extra.weight"]
-    wrong_width = {**source.backbone_state_dict(), "conv_input.0.weight": torch.zeros(32, 5, 5, 5, 6)}
+    wrong_width = {**source.backbone_state_dict(), "conv_input.0.weight": torch.zeros(8, 5, 5, 5, 6)}
     with pytest.raises(ConfigError, match="conv_input.0.weight"):
         target.load_backbone_state_dict(wrong_width)
 
@@ -342,18 +358,18 @@ def test_forward_shape_permutation_and_batch_independence(model) -> None:
         if isinstance(module, torch.nn.BatchNorm1d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 2.0)
-    coord, color, offset = two_sample_batch()
-    permutation = torch.cat([torch.randperm(1700), 1700 + torch.randperm(1300)])
+    coord, color, offset = two_sample_batch(sizes=(1200, 800), extent=0.9)
+    permutation = torch.cat([torch.randperm(1200), 1200 + torch.randperm(800)])
     with torch.no_grad():
         features = model(coord, color, offset)
         permuted = model(coord[permutation], color[permutation], offset)
-        first_alone = model(coord[:1700], color[:1700], torch.tensor([1700]))
-    assert features.shape == (3000, 128) and features.dtype == torch.float32
+        first_alone = model(coord[:1200], color[:1200], torch.tensor([1200]))
+    assert features.shape == (2000, 128) and features.dtype == torch.float32
     scale = float(features.abs().max())
     assert scale > 0
     # equal up to float rounding of the voxel means (summed in another order), not just roughly
     torch.testing.assert_close(permuted, features[permutation], atol=1e-4 * scale, rtol=0)
-    torch.testing.assert_close(first_alone, features[:1700], atol=1e-4 * scale, rtol=0)
+    torch.testing.assert_close(first_alone, features[:1200], atol=1e-4 * scale, rtol=0)
     # points in one voxel share its feature; different voxels generally differ
     voxels = voxelize(coord, color, offset, 0.05)
     shared = voxels.inverse == voxels.inverse[voxels.count[voxels.inverse] > 1][0]
@@ -364,7 +380,7 @@ def test_forward_shape_permutation_and_batch_independence(model) -> None:
 def test_every_parameter_gets_a_gradient(model) -> None:
     model.train()
     model.zero_grad()
-    coord, color, offset = two_sample_batch(seed=1)
+    coord, color, offset = two_sample_batch(seed=1, sizes=(1200, 800), extent=0.9)
     color.requires_grad_(True)
     features = model(coord, color, offset)
     (features**2).mean().backward()

@@ -11,6 +11,8 @@ import argparse
 import importlib
 from pathlib import Path
 
+from gs3.errors import GS3Error
+
 SYNTHETIC_MODULE = "gs3.data.synthetic_command"
 
 
@@ -46,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_synthetic(words: list[str]) -> int:
-    module = importlib.import_module(SYNTHETIC_MODULE)
+    try:
+        module = importlib.import_module(SYNTHETIC_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != SYNTHETIC_MODULE:
+            raise
+        raise GS3Error(f"the synthetic scene generator ({SYNTHETIC_MODULE}) is not available") from None
     parser = argparse.ArgumentParser(prog="gs3 data synthetic", description=module.__doc__)
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(words)) or 0)

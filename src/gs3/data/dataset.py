@@ -38,8 +38,14 @@ from torch.utils.data import Dataset
 
 from gs3.data.masking import MaskGenerator
 from gs3.data.scene import Frame, Scene
-from gs3.data.splits import open_scene
-from gs3.data.transforms import DEFAULT_RESOLUTION, backproject, random_rotation
+from gs3.data.splits import list_scenes, open_scene
+from gs3.data.transforms import (
+    DEFAULT_RESOLUTION,
+    apply_world_transform,
+    backproject,
+    parse_resolution,
+    random_rotation,
+)
 from gs3.data.validation import DEFAULT_MIN_VALID_DEPTH, LOW_OVERLAP, InvalidFrameError, depth_problem
 from gs3.data.views import (
     UNREADABLE_SCENE,
@@ -50,14 +56,14 @@ from gs3.data.views import (
     read_pair_list,
     sample_overlap,
 )
-from gs3.errors import DataError
+from gs3.errors import ConfigError, DataError
 
 SCENE_TOO_SHORT = "scene too short"
 
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """How a sample is built. ``resolution`` is (width, height)."""
+    """How a sample is built. ``resolution`` is (width, height) or "WxH" (stored as a tuple)."""
 
     num_views: int = 2
     interval: int = 5
@@ -72,6 +78,18 @@ class SampleConfig:
     min_overlap: float | None = None
     overlap_tolerance: float = 0.05
     max_tries: int = 50
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resolution", parse_resolution(self.resolution))
+        if min(self.resolution) < 1:
+            raise ConfigError(f"data resolution must be positive, got {self.resolution}")
+        if self.num_views < 2 or self.interval < 1:
+            raise ConfigError(f"need num_views >= 2 and interval >= 1, got {self.num_views}, {self.interval}")
+        if not 0.0 <= self.min_valid_depth <= 1.0:
+            raise ConfigError(f"min_valid_depth must be in [0, 1], got {self.min_valid_depth}")
+        if self.max_tries < 1:
+            raise ConfigError(f"max_tries must be >= 1, got {self.max_tries}")
+        self.mask  # noqa: B018 (validates the mask settings)
 
     @property
     def mask(self) -> MaskGenerator:
@@ -94,9 +112,7 @@ def build_sample(
     coord, color, point_view, point_pixel = backproject(depth, K, cam_to_world, image)
     if config.augment:
         rotation = torch.from_numpy(random_rotation(rng, config.max_rotation_xy, config.max_rotation_z))
-        # Poses are composed in float64 so that they stay rigid to float32 rounding; points in float32.
-        coord = coord @ rotation[:3, :3].float().T + rotation[:3, 3].float()
-        cam_to_world = (rotation @ cam_to_world.double()).float()
+        coord, cam_to_world = apply_world_transform(rotation, coord, cam_to_world)
     views, height, width = depth.shape
     mask = config.mask(rng, views, height, width, point_view, point_pixel)
     return {
@@ -137,7 +153,6 @@ class _SceneSampleDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.skipped: Counter = Counter()
-        config.mask  # noqa: B018 (validates the mask settings now, not in a worker)
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -222,6 +237,21 @@ class GS3Dataset(_SceneSampleDataset):
         self.scenes = [str(path) for path in scenes]
         self.samples_per_scene = int(samples_per_scene)
         self.sampler = RandomViewSampler(self.config.num_views, self.config.interval, seed=None)
+
+    @classmethod
+    def from_root(
+        cls,
+        root: str | Path,
+        split: str | Path | None = None,
+        config: SampleConfig | None = None,
+        seed: int = 0,
+        samples_per_scene: int = 1,
+    ) -> GS3Dataset:
+        """The scenes under a dataset root, optionally only a split ('train', 'val' or a list file)."""
+        scenes = list_scenes(root, split)
+        if not scenes:
+            raise DataError(f"{root}: no scenes found" + (f" for split {split!r}" if split else ""))
+        return cls(scenes, config, seed, samples_per_scene)
 
     def __len__(self) -> int:
         return len(self.scenes) * self.samples_per_scene

@@ -12,7 +12,8 @@ texture that is a function of the surface point in the box's own frame (view-con
 shading from fixed lights (view-independent), so all views of a point agree up to JPEG compression.
 
 Cameras move along a smooth closed curve (an ellipse around the room centre at 1.3–1.6 m height) looking
-inward with slow yaw, pitch and height wobble, 2–3.5 cm per frame like a 30 Hz handheld scan. The room does
+inward (at the middle of the room) or outward (at the walls and what stands along them; chosen per scene) with
+slow yaw, pitch and height wobble, 1.3–3.5 cm and ~1° per frame like a 30 Hz handheld scan. The room does
 not depend on the number of frames or the image size, only on (seed, scene index).
 
 Files of one scene (frame i = 0 .. F-1, not zero-padded; the layout of ScanNet's SensReader export):
@@ -587,8 +588,9 @@ def sample_point_cloud(
 @dataclass
 class CameraPath:
     """A smooth handheld-like camera path: an ellipse around `center` (x, y) at about `height`, looking
-    inward with slow sinusoidal yaw, pitch, roll and height wobble; `step` metres along the ellipse per
-    frame, in direction `turn` (+1 counter-clockwise, -1 clockwise) from angle `start`."""
+    towards the centre (or straight away from it when `outward`) with slow sinusoidal yaw, pitch, roll and
+    height wobble; `step` metres along the ellipse per frame, in direction `turn` (+1 counter-clockwise,
+    -1 clockwise) from angle `start`."""
 
     center: Float[np.ndarray, " 2"]
     radii: Float[np.ndarray, " 2"]
@@ -603,6 +605,7 @@ class CameraPath:
     roll_amplitude: float
     periods: Float[np.ndarray, " 4"]  # frames, for height, yaw, pitch, roll wobble
     phases: Float[np.ndarray, " 4"]
+    outward: bool = False
 
     def angles(self, num_frames: int) -> Float[np.ndarray, " f"]:
         """Ellipse angle of every frame, spaced `step` metres of arc apart."""
@@ -629,6 +632,8 @@ class CameraPath:
         position[:, 2] = self.height + self.height_amplitude * wobble[:, 0]
         to_center = self.center - position[:, :2]
         yaw = np.arctan2(to_center[:, 1], to_center[:, 0]) + self.yaw_amplitude * wobble[:, 1]
+        if self.outward:
+            yaw = yaw + math.pi
         pitch = self.pitch + self.pitch_amplitude * wobble[:, 2]
         roll = self.roll_amplitude * wobble[:, 3]
         poses = np.zeros((num_frames, 4, 4))
@@ -652,20 +657,27 @@ def look_rotation(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray | float =
 
 
 def _random_camera_path(rng: np.random.Generator, size: np.ndarray) -> CameraPath:
+    # Looking outward, a smaller ellipse and a steeper pitch keep the walls 1.2-3 m away with floor in view.
+    outward = bool(rng.random() < 0.5)
+    radius_range, pitch_range = ((0.15, 0.22), (-30.0, -15.0)) if outward else ((0.2, 0.27), (-20.0, -6.0))
+    radii = rng.uniform(*radius_range, 2) * size[:2]
+    # The view turns with the angle around the centre: at most ~1.3° per frame (plus the yaw wobble).
+    step = min(float(rng.uniform(0.02, 0.035)), math.radians(1.3) * float(radii.min()))
     return CameraPath(
         center=size[:2] / 2 + rng.uniform(-0.05, 0.05, 2) * size[:2],
-        radii=rng.uniform(0.2, 0.27, 2) * size[:2],
+        radii=radii,
         start=float(rng.uniform(0.0, 2.0 * math.pi)),
         turn=float(rng.choice([-1.0, 1.0])),
-        step=float(rng.uniform(0.02, 0.035)),
+        step=step,
         height=float(rng.uniform(1.35, 1.55)),
-        pitch=float(np.deg2rad(rng.uniform(-20.0, -6.0))),
+        pitch=float(np.deg2rad(rng.uniform(*pitch_range))),
         height_amplitude=float(rng.uniform(0.02, 0.06)),
         yaw_amplitude=float(np.deg2rad(rng.uniform(10.0, 25.0))),
         pitch_amplitude=float(np.deg2rad(rng.uniform(2.0, 6.0))),
         roll_amplitude=float(np.deg2rad(rng.uniform(0.5, 2.5))),
         periods=rng.uniform(120.0, 260.0, 4),
         phases=rng.uniform(0.0, 2.0 * math.pi, 4),
+        outward=outward,
     )
 
 
@@ -788,13 +800,13 @@ class _RoomBuilder:
             for other_pos, other_half, other_yaw in self.footprints
         )
 
-    def place(self, template: _Template, position: np.ndarray, yaw: float, check: bool = True) -> int | None:
+    def place(self, template: _Template, position: np.ndarray, yaw: float) -> int | None:
         """Add an object if its footprint fits; returns its instance id."""
         half = np.asarray(template.footprint, float)
         top = max(center[2] + half_size[2] for center, half_size, _ in template.parts)
         # The camera stays above 1.3 m: low furniture may pass under it, tall furniture keeps its distance.
         clearance = _CAMERA_CLEARANCE if top > _LOW_FURNITURE else _CAMERA_CLEARANCE_LOW
-        if check and not self.fits(position, half, yaw, clearance):
+        if not self.fits(position, half, yaw, clearance):
             return None
         self.footprints.append((position, half, yaw))
         return self.add_object(template, position, yaw)
@@ -962,7 +974,11 @@ def _bookshelf(rng: np.random.Generator) -> tuple[_Template, list[_Template]]:
         if books:
             keys = [f"book{i % 4}" for i in range(len(books))]
             book_parts: list[Part] = [(c, hf, key) for (c, hf), key in zip(books, keys)]
-            palettes = {key: "fabric" if key in ("book0", "book2") else "paint" for key in set(keys)}
+            # dict.fromkeys, not a set: material creation order (and so the random stream) must not depend
+            # on string hashing, which differs between processes.
+            palettes = {
+                key: "fabric" if key in ("book0", "book2") else "paint" for key in dict.fromkeys(keys)
+            }
             book_rows.append(_Template("books", book_parts, palettes, (w / 2, d / 2)))
     return _Template("bookshelf", parts, {"wood": "wood"}, (w / 2, d / 2)), book_rows
 

@@ -139,6 +139,9 @@ def random_rotation(
 def apply_world_transform(
     transform: Float[Tensor, "4 4"], coord: Float[Tensor, "n 3"], cam_to_world: Float[Tensor, "v 4 4"]
 ) -> tuple[Float[Tensor, "n 3"], Float[Tensor, "v 4 4"]]:
-    """Move the world by one rigid transform: points p → R p + t and every pose T → transform · T."""
-    coord = coord @ transform[:3, :3].T + transform[:3, 3]
-    return coord, transform @ cam_to_world
+    """Move the world by one rigid transform: points p → R p + t and every pose T → transform · T.
+
+    Poses are composed in float64 (then cast back) so that float32 poses stay rigid to rounding."""
+    coord = coord @ transform[:3, :3].to(coord.dtype).T + transform[:3, 3].to(coord.dtype)
+    cam_to_world = (transform.double() @ cam_to_world.double()).to(cam_to_world.dtype)
+    return coord, cam_to_world

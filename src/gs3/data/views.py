@@ -29,7 +29,7 @@ from gs3.data.scene import Frame, Scene
 from gs3.data.splits import list_scenes, open_scene
 from gs3.data.validation import (
     DEFAULT_MIN_VALID_DEPTH,
-    UNREADABLE_FILE,
+    LOW_OVERLAP,
     InvalidFrameError,
     depth_problem,
     pose_problem,
@@ -219,7 +219,7 @@ def compute_pair_list(
                 continue
             overlap = sample_overlap(frames, relative_tolerance)
             if overlap < min_overlap:
-                counts["low view overlap"] += 1
+                counts[LOW_OVERLAP] += 1
                 continue
             samples.append(
                 {
@@ -283,20 +283,3 @@ def pair_list_for_root(root: str | Path, split: str | None = None, **kwargs) -> 
     result = compute_pair_list(scenes, **kwargs)
     result["root"] = str(root)
     return result
-
-
-__all__ = [
-    "UNREADABLE_FILE",
-    "UNREADABLE_SCENE",
-    "FrameCache",
-    "RandomViewSampler",
-    "SequentialViewSampler",
-    "ViewSample",
-    "compute_pair_list",
-    "invalid_pose_positions",
-    "pair_list_for_root",
-    "read_pair_list",
-    "sample_overlap",
-    "view_overlap",
-    "write_pair_list",
-]

@@ -100,7 +100,8 @@ def ball_query(
     m = centers.shape[1]
     valid = _valid_mask(lengths, batch, n, xyz.device)
     k = min(num_neighbors, n)
-    positions = torch.arange(n, device=xyz.device, dtype=torch.float32)
+    # Index order as a float key for topk: float32 is exact below 2^24 points.
+    positions = torch.arange(n, device=xyz.device, dtype=torch.float32 if n < 1 << 24 else torch.float64)
     out = torch.empty(batch, m, num_neighbors, dtype=torch.long, device=xyz.device)
     step = _query_chunk(batch, n)
     for start in range(0, m, step):
@@ -108,7 +109,7 @@ def ball_query(
         inside = distance < radius  # includes d = 0, which mmcv also accepts
         if valid is not None:
             inside &= valid[:, None, :]
-        # Index order as a float key (exact below 2^24); points outside the ball get +inf.
+        # Points outside the ball get +inf, so the k smallest keys are the first k inside, in order.
         key = torch.where(inside, positions, float("inf"))
         first_keys, first = key.topk(k, dim=-1, largest=False, sorted=True)
         found = first_keys.isfinite()

@@ -46,6 +46,7 @@ from gs3.encoders.point_ops import (
 )
 from gs3.encoders.registry import ENCODERS
 from gs3.encoders.resnet import BackboneLoadReport, load_backbone_subset
+from gs3.errors import ConfigError
 
 EVAL_SHUFFLE_SEED = 0
 
@@ -165,11 +166,15 @@ class PointNet2SASSG(nn.Module):
         super().__init__()
         num_sa, num_fp = len(sa_channels), len(fp_channels)
         if not len(num_points) == len(radius) == len(num_samples) == num_sa:
-            raise ValueError(
+            raise ConfigError(
                 "PointNet2SASSG: num_points, radius, num_samples and sa_channels differ in length"
             )
+        if max_points < 1 or min(radius) <= 0:
+            raise ConfigError(
+                f"PointNet2SASSG: max_points ({max_points}) and radius {radius} must be positive"
+            )
         if num_fp >= num_sa or len(point_fp_channels) != num_sa - num_fp:
-            raise ValueError(
+            raise ConfigError(
                 f"PointNet2SASSG: point_fp_channels needs {num_sa - num_fp} levels (SA minus FP levels; "
                 "fp_channels must have fewer levels than sa_channels)"
             )
@@ -236,24 +241,34 @@ class PointNet2SASSG(nn.Module):
             )
         ranges = split_offsets(offset, coord.shape[0])
         xyz, features, lengths = self._pad_batch(coord, feat, ranges)
-        level_xyz, level_features = [xyz], [features if self.in_channels > 0 else None]
+        level_xyz, level_features = self._abstract(xyz, features if self.in_channels > 0 else None, lengths)
+        source_xyz, source_features = self._propagate_to_sampled_levels(level_xyz, level_features)
+        point_features = self._propagate_to_all_points(coord, feat, ranges, source_xyz, source_features)
+        return self.head(point_features)
+
+    def _abstract(
+        self, xyz: Float[Tensor, "b m 3"], features: Float[Tensor, "b m c"] | None, lengths: Int[Tensor, " b"]
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
+        """Positions and features of every level: the (padded) input points, then each SA level."""
+        level_xyz, level_features = [xyz], [features]
         for i, module in enumerate(self.SA_modules):
             new_xyz, new_features = module(level_xyz[-1], level_features[-1], lengths if i == 0 else None)
             level_xyz.append(new_xyz)
             level_features.append(new_features)
-        top = len(self.SA_modules)
-        source_xyz, source_features = level_xyz[top], level_features[top]
-        for i, module in enumerate(self.FP_modules):
-            target = top - 1 - i
-            source_features = module(level_xyz[target], source_xyz, level_features[target], source_features)
-            source_xyz = level_xyz[target]
-        target = top - len(self.FP_modules)
-        for module in self.point_fp[:-1]:
+        return level_xyz, level_features
+
+    def _propagate_to_sampled_levels(
+        self, level_xyz: list[Tensor], level_features: list[Tensor | None]
+    ) -> tuple[Float[Tensor, "b s 3"], Float[Tensor, "b s d"]]:
+        """mmdet3d's FP chain, then our FP levels down to the first SA level (2048 points)."""
+        modules = [*self.FP_modules, *self.point_fp[:-1]]
+        target = len(self.SA_modules)
+        source_xyz, source_features = level_xyz[target], level_features[target]
+        for module in modules:
             target -= 1
             source_features = module(level_xyz[target], source_xyz, level_features[target], source_features)
             source_xyz = level_xyz[target]
-        point_features = self._propagate_to_all_points(coord, feat, ranges, source_xyz, source_features)
-        return self.head(point_features)
+        return source_xyz, source_features
 
     def _propagate_to_all_points(
         self,

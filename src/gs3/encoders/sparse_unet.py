@@ -64,7 +64,9 @@ class BasicBlock(nn.Module):
         if in_channels == channels:
             self.proj = SparseChain(nn.Identity())
         else:
-            self.proj = SparseChain(sp.SubMConv3d(in_channels, channels, kernel_size=1, bias=False), _norm(channels))
+            self.proj = SparseChain(
+                sp.SubMConv3d(in_channels, channels, kernel_size=1, bias=False), _norm(channels)
+            )
         conv = partial(sp.SubMConv3d, kernel_size=3, stride=1, padding=1, bias=False, indice_key=indice_key)
         self.conv1 = conv(in_channels, channels)
         self.bn1 = _norm(channels)
@@ -82,7 +84,8 @@ class BasicBlock(nn.Module):
 
 def _blocks(in_channels: int, channels: int, count: int, indice_key: str) -> SparseChain:
     blocks = [
-        (f"block{i}", BasicBlock(in_channels if i == 0 else channels, channels, indice_key)) for i in range(count)
+        (f"block{i}", BasicBlock(in_channels if i == 0 else channels, channels, indice_key))
+        for i in range(count)
     ]
     return SparseChain(OrderedDict(blocks))
 
@@ -117,7 +120,9 @@ class SpUNetV1M1(nn.Module):
         self.num_stages = len(layers) // 2
 
         self.conv_input = SparseChain(
-            sp.SubMConv3d(in_channels, base_channels, kernel_size=5, padding=1, bias=False, indice_key="stem"),
+            sp.SubMConv3d(
+                in_channels, base_channels, kernel_size=5, padding=1, bias=False, indice_key="stem"
+            ),
             _norm(base_channels),
             nn.ReLU(),
         )
@@ -130,7 +135,12 @@ class SpUNetV1M1(nn.Module):
             self.down.append(
                 SparseChain(
                     sp.SparseConv3d(
-                        enc_channels, channels[s], kernel_size=2, stride=2, bias=False, indice_key=f"spconv{s + 1}"
+                        enc_channels,
+                        channels[s],
+                        kernel_size=2,
+                        stride=2,
+                        bias=False,
+                        indice_key=f"spconv{s + 1}",
                     ),
                     _norm(channels[s]),
                     nn.ReLU(),

@@ -43,7 +43,9 @@ def offset_to_batch(offset: Int[Tensor, " b"], num_points: int) -> Int[Tensor, "
     """Sample index of every point from cumulative end indices; checks that they cover all points."""
     offset = offset.long()
     if offset.ndim != 1 or offset.numel() == 0:
-        raise DataError(f"offset must be a non-empty 1-D tensor of end indices, got shape {tuple(offset.shape)}")
+        raise DataError(
+            f"offset must be a non-empty 1-D tensor of end indices, got shape {tuple(offset.shape)}"
+        )
     counts = torch.diff(offset, prepend=offset.new_zeros(1))
     if bool((counts < 0).any()) or int(offset[-1]) != num_points:
         raise DataError(f"offset {offset.tolist()} must be non-decreasing and end at the {num_points} points")

@@ -66,6 +66,8 @@ def load_ply(path: str | os.PathLike) -> Gaussians:
             raise ValueError(
                 f"{path}: missing vertex property '{missing[0]}' of the Gaussian-splatting layout"
             )
+        if not keys:  # degree 0: no f_rest_* at all
+            return torch.zeros(len(vertex.data), 0)
         return torch.from_numpy(np.stack([np.asarray(vertex[k], np.float32) for k in keys], axis=-1))
 
     n_rest = sum(1 for k in names if k.startswith("f_rest_"))
@@ -75,7 +77,7 @@ def load_ply(path: str | os.PathLike) -> Gaussians:
     except ValueError:
         raise ValueError(f"{path}: {n_rest} f_rest_* properties do not make a SH degree 0-3") from None
     dc = columns("f_dc_", 3)[:, None, :]
-    rest = columns("f_rest_", n_rest).reshape(-1, 3, num_coeffs - 1).transpose(1, 2)
+    rest = columns("f_rest_", n_rest).reshape(dc.shape[0], 3, num_coeffs - 1).transpose(1, 2)
     if "opacity" not in names:
         raise ValueError(f"{path}: missing vertex property 'opacity' of the Gaussian-splatting layout")
     return Gaussians(

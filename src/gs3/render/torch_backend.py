@@ -46,21 +46,31 @@ _BOX_MARGIN = 1e-3  # pixels: keeps float rounding at the ellipse's edge on the 
 
 @dataclass
 class PixelBoxes:
-    """Per Gaussian (depth order): first pixel column/row and the box size; count = nx·ny pixels."""
+    """Per Gaussian (depth order): first pixel column/row, box size, and the power-of-two window holding it."""
 
     u0: Int[Tensor, " m"]
     v0: Int[Tensor, " m"]
     nx: Int[Tensor, " m"]
-    count: Int[Tensor, " m"]
+    ny: Int[Tensor, " m"]
+    window_x: Int[Tensor, " m"]
+    window_y: Int[Tensor, " m"]
+
+    @property
+    def cost(self) -> Int[Tensor, " m"]:
+        return self.window_x * self.window_y
 
 
 def pixel_boxes(
-    means2d: Float[Tensor, "m 2"], cov2d: Float[Tensor, "m 3"], opacities: Float[Tensor, " m"], width: int, height: int
+    means2d: Float[Tensor, "m 2"],
+    cov2d: Float[Tensor, "m 3"],
+    opacities: Float[Tensor, " m"],
+    width: int,
+    height: int,
 ) -> PixelBoxes:
     """Pixels whose centre (u + 0.5, v + 0.5) can have α ≥ 1/255, clipped to the image."""
-    extend = bbox_extend(opacities)
-    rx = extend * cov2d[:, 0].sqrt() * (1 + 1e-5) + _BOX_MARGIN
-    ry = extend * cov2d[:, 2].sqrt() * (1 + 1e-5) + _BOX_MARGIN
+    extend = bbox_extend(opacities).double()
+    rx = extend * cov2d[:, 0].double().sqrt() * (1 + 1e-5) + _BOX_MARGIN
+    ry = extend * cov2d[:, 2].double().sqrt() * (1 + 1e-5) + _BOX_MARGIN
     mx, my = means2d[:, 0].double(), means2d[:, 1].double()
     u0 = torch.ceil(mx - rx - 0.5).clamp(0, width).long()
     u1 = torch.floor(mx + rx - 0.5).clamp(-1, width - 1).long()
@@ -68,21 +78,28 @@ def pixel_boxes(
     v1 = torch.floor(my + ry - 0.5).clamp(-1, height - 1).long()
     nx = (u1 - u0 + 1).clamp_min(0)
     ny = (v1 - v0 + 1).clamp_min(0)
-    return PixelBoxes(u0, v0, nx, nx * ny)
+    empty = (nx == 0) | (ny == 0)
+    return PixelBoxes(u0, v0, nx, ny, _window(nx, empty), _window(ny, empty))
 
 
-def plan_chunks(counts: Int[Tensor, " m"], pair_budget: int) -> list[tuple[int, int]]:
-    """Split Gaussians [0, m) into consecutive ranges of at most `pair_budget` pairs (≥ 1 Gaussian each)."""
-    m = counts.shape[0]
+def _window(size: Tensor, empty: Tensor) -> Tensor:
+    """Smallest power of two ≥ size (0 for empty boxes): few distinct window shapes to vectorise over."""
+    exponent = torch.ceil(torch.log2(size.clamp_min(1).double())).long()
+    return torch.where(empty, torch.zeros_like(size), 2**exponent)
+
+
+def plan_chunks(cost: Int[Tensor, " m"], budget: int) -> list[tuple[int, int]]:
+    """Split Gaussians [0, m) into consecutive ranges costing at most `budget` (≥ 1 Gaussian each)."""
+    m = cost.shape[0]
     if m == 0:
         return []
-    cumulative = counts.cumsum(0).cpu()
-    chunks, start, done_pairs = [], 0, 0
+    cumulative = cost.cumsum(0).cpu()
+    chunks, start, spent = [], 0, 0
     while start < m:
-        end = int(torch.searchsorted(cumulative, done_pairs + pair_budget, right=True))
+        end = int(torch.searchsorted(cumulative, spent + budget, right=True))
         end = max(end, start + 1)
         chunks.append((start, end))
-        done_pairs = int(cumulative[end - 1])
+        spent = int(cumulative[end - 1])
         start = end
     return chunks
 
@@ -93,23 +110,71 @@ class _PixelState:
 
     log_t: Tensor  # (P,) float64 log transmittance
     done: Tensor  # (P,) bool: compositing stopped
-    acc: Tensor  # forward: (P, 4) float64 Σ w·(rgb, z); backward: (P,) float64 Σ w·(g_C·c + g_D·z)
+    acc: Tensor  # forward: (P, 4) Σ w·(rgb, z); backward: (P,) float64 Σ w·(g_C·c + g_D·z)
 
 
 @dataclass
 class _Pairs:
     """Composited (Gaussian, pixel) pairs of one chunk, sorted by pixel then depth."""
 
-    gaussian: Tensor  # local index within the chunk
+    gaussian: Tensor  # index into the camera's sorted Gaussians
     pixel: Tensor
     first: Tensor  # bool: first pair of its pixel in this chunk
-    dx: Tensor
-    dy: Tensor
-    vis: Tensor  # exp(−σ)
     alpha: Tensor
     t_before: Tensor  # transmittance in front of the pair (compute dtype)
     log1m: Tensor  # log(1 − α), float64
     stopped: Tensor  # pixels whose compositing stops inside this chunk
+
+
+def _candidates(
+    start: int,
+    end: int,
+    boxes: PixelBoxes,
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    width: int,
+    done: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """(sort key = pixel·span + Gaussian index, α) of every pair with α ≥ 1/255 on a live pixel.
+
+    Gaussians sharing a window shape are evaluated together on a dense (G, wy, wx) grid by broadcasting."""
+    device = means2d.device
+    span = end
+    window_x, window_y = boxes.window_x[start:end], boxes.window_y[start:end]
+    shape_id = window_x * 4096 + window_y
+    keys, alphas = [], []
+    for shape in torch.unique(shape_id[window_x > 0]).tolist():
+        wx, wy = shape // 4096, shape % 4096
+        ids = (shape_id == shape).nonzero().squeeze(1) + start
+        cols = torch.arange(wx, device=device)
+        rows = torch.arange(wy, device=device)
+        u = boxes.u0[ids, None] + cols  # (G, wx)
+        v = boxes.v0[ids, None] + rows  # (G, wy)
+        mean, conic = means2d[ids], conics[ids]
+        dx = (u.to(mean.dtype) + 0.5) - mean[:, :1]
+        dy = (v.to(mean.dtype) + 0.5) - mean[:, 1:]
+        sigma = (
+            (0.5 * conic[:, 0, None, None]) * (dx * dx)[:, None, :]
+            + (0.5 * conic[:, 2, None, None]) * (dy * dy)[:, :, None]
+            + conic[:, 1, None, None] * (dy[:, :, None] * dx[:, None, :])
+        )
+        alpha = torch.clamp_max(opacities[ids, None, None] * torch.exp(-sigma), 0.999)
+        inside = (cols < boxes.nx[ids, None])[:, None, :] & (rows < boxes.ny[ids, None])[:, :, None]
+        ok = inside & (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+        flat = ok.reshape(-1).nonzero().squeeze(1)
+        gaussian = ids[torch.div(flat, wx * wy, rounding_mode="floor")]
+        pixel = (v[:, :, None] * width + u[:, None, :]).reshape(-1)[flat]
+        alpha = alpha.reshape(-1)[flat]
+        if done is not None:
+            live = (~done[pixel]).nonzero().squeeze(1)
+            gaussian, pixel, alpha = gaussian[live], pixel[live], alpha[live]
+        keys.append(pixel * span + gaussian)
+        alphas.append(alpha)
+    if not keys:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, means2d.new_zeros(0)
+    return torch.cat(keys), torch.cat(alphas)
 
 
 def _chunk_pairs(
@@ -122,33 +187,12 @@ def _chunk_pairs(
     width: int,
     state: _PixelState,
 ) -> _Pairs:
-    device = means2d.device
-    counts = boxes.count[start:end]
-    total = int(counts.sum())
-    local, first_of_gaussian = _expand(counts, total)
-    k = torch.arange(total, device=device) - first_of_gaussian[local]
-    nx = boxes.nx[start:end][local]
-    row = torch.div(k, nx, rounding_mode="floor")
-    u = boxes.u0[start:end][local] + (k - row * nx)
-    v = boxes.v0[start:end][local] + row
-    pixel = v * width + u
-    if bool(state.done.any()):
-        live = ~state.done[pixel]
-        local, pixel, u, v = local[live], pixel[live], u[live], v[live]
-
-    g = local + start
-    mean = means2d[g]
-    dx = (u.to(means2d.dtype) + 0.5) - mean[:, 0]
-    dy = (v.to(means2d.dtype) + 0.5) - mean[:, 1]
-    conic = conics[g]
-    sigma = 0.5 * (conic[:, 0] * dx * dx + conic[:, 2] * dy * dy) + conic[:, 1] * dx * dy
-    vis = torch.exp(-sigma)
-    alpha = torch.clamp_max(opacities[g] * vis, 0.999)
-    valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-    local, pixel, dx, dy, vis, alpha = (t[valid] for t in (local, pixel, dx, dy, vis, alpha))
-
-    pixel, order = torch.sort(pixel, stable=True)
-    local, dx, dy, vis, alpha = (t[order] for t in (local, dx, dy, vis, alpha))
+    done = state.done if bool(state.done.any()) else None
+    keys, alpha = _candidates(start, end, boxes, means2d, conics, opacities, width, done)
+    keys, order = torch.sort(keys)  # keys are unique: (pixel, depth rank)
+    alpha = alpha[order]
+    pixel = torch.div(keys, end, rounding_mode="floor")
+    gaussian = keys - pixel * end
     first = torch.ones_like(pixel, dtype=torch.bool)
     first[1:] = pixel[1:] != pixel[:-1]
 
@@ -156,30 +200,17 @@ def _chunk_pairs(
     log_t_before = state.log_t[pixel] + segmented_exclusive_cumsum(log1m, first)
     keep = log_t_before + log1m > LOG_T_MIN  # gsplat: stop before the Gaussian that brings T to ≤ 1e-4
     stopped = pixel[~keep]
-    pairs = _Pairs(
-        gaussian=local[keep],
-        pixel=pixel[keep],
-        first=first[keep],
-        dx=dx[keep],
-        dy=dy[keep],
-        vis=vis[keep],
-        alpha=alpha[keep],
-        t_before=torch.exp(log_t_before[keep]).to(alpha.dtype),
-        log1m=log1m[keep],
+    # Kept pairs are a prefix of their pixel's run, so `first` still marks each pixel's first kept pair.
+    kept = keep.nonzero().squeeze(1)
+    return _Pairs(
+        gaussian=gaussian[kept],
+        pixel=pixel[kept],
+        first=first[kept],
+        alpha=alpha[kept],
+        t_before=torch.exp(log_t_before[kept]).to(alpha.dtype),
+        log1m=log1m[kept],
         stopped=stopped,
     )
-    # `first` must mark the first *kept* pair of each pixel: kept pairs are a prefix of their pixel's run.
-    return pairs
-
-
-def _expand(counts: Tensor, total: int) -> tuple[Tensor, Tensor]:
-    """(index i repeated counts[i] times, first position of each i); torch.repeat_interleave is far slower
-    on the CPU, so mark where each non-empty run starts (with the jump in index) and take a cumulative sum."""
-    first = counts.cumsum(0) - counts
-    nonempty = (counts > 0).nonzero().squeeze(1)
-    marker = torch.zeros(total, dtype=torch.long, device=counts.device)
-    marker[first[nonempty]] = torch.diff(nonempty, prepend=nonempty.new_zeros(1))
-    return marker.cumsum(0), first
 
 
 def segmented_exclusive_cumsum(values: Tensor, first: Tensor) -> Tensor:
@@ -211,7 +242,7 @@ class _Composite(torch.autograd.Function):
         for start, end in chunks:
             pairs = _chunk_pairs(start, end, boxes, means2d, conics, opacities, width, state)
             weights = pairs.alpha * pairs.t_before
-            contribution = weights[:, None] * features[pairs.gaussian + start]
+            contribution = weights[:, None] * features[pairs.gaussian]
             state.acc.index_add_(0, pairs.pixel, contribution.double())
             _advance(state, pairs)
         t_final = torch.exp(state.log_t)
@@ -250,7 +281,7 @@ class _Composite(torch.autograd.Function):
         features = torch.cat([colors, depths[:, None]], dim=-1)
         for start, end in chunks:
             pairs = _chunk_pairs(start, end, boxes, means2d, conics, opacities, width, state)
-            g = pairs.gaussian + start
+            g = pairs.gaussian
             gf = g_feature[pairs.pixel]
             weights = pairs.alpha * pairs.t_before
             direct = (gf * features[g]).sum(-1)  # g_C·c + g_D·z
@@ -259,12 +290,15 @@ class _Composite(torch.autograd.Function):
             suffix = (q[pairs.pixel] - prefix).to(dtype)
             g_alpha_pair = pairs.t_before * direct - suffix / (1 - pairs.alpha)
 
-            o = opacities[g]
-            unclamped = (o * pairs.vis <= 0.999).to(dtype)
-            g_alpha_pair = g_alpha_pair * unclamped
-            g_sigma = -g_alpha_pair * o * pairs.vis
             conic = conics[g]
-            dx, dy = pairs.dx, pairs.dy
+            row = torch.div(pairs.pixel, width, rounding_mode="floor")
+            dx = ((pairs.pixel - row * width).to(dtype) + 0.5) - means2d[g, 0]
+            dy = (row.to(dtype) + 0.5) - means2d[g, 1]
+            vis = torch.exp(-(0.5 * (conic[:, 0] * dx * dx + conic[:, 2] * dy * dy) + conic[:, 1] * dx * dy))
+            o = opacities[g]
+            # α = min(0.999, o·vis): no gradient through the cap (as gsplat)
+            g_alpha_pair = torch.where(o * vis <= 0.999, g_alpha_pair, torch.zeros_like(g_alpha_pair))
+            g_sigma = -g_alpha_pair * o * vis
             per_pair = torch.stack(
                 [
                     -g_sigma * (conic[:, 0] * dx + conic[:, 1] * dy),
@@ -272,7 +306,7 @@ class _Composite(torch.autograd.Function):
                     0.5 * g_sigma * dx * dx,
                     g_sigma * dx * dy,
                     0.5 * g_sigma * dy * dy,
-                    g_alpha_pair * pairs.vis,
+                    g_alpha_pair * vis,
                 ],
                 dim=-1,
             )
@@ -311,7 +345,7 @@ def composite(
     """Composite one camera's splats, already sorted front to back (depth ascending)."""
     with torch.no_grad():
         boxes = pixel_boxes(means2d.detach(), cov2d.detach(), opacities.detach(), width, height)
-        chunks = plan_chunks(boxes.count, pair_budget)
+        chunks = plan_chunks(boxes.cost, pair_budget)
     return _Composite.apply(means2d, conics, opacities, colors, depths, background, boxes, chunks, width, height)
 
 

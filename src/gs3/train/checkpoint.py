@@ -45,12 +45,19 @@ def _write_checkpoint_file(obj: Any, file: io.BufferedWriter) -> None:
     torch.save(obj, file)
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask  # what open() would have given; mkstemp creates files 0600
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to `path` atomically: temp file in the same folder + fsync + os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.chmod(tmp, _default_mode())
         with os.fdopen(fd, "wb") as file:
             _write_checkpoint_file(obj, file)
             file.flush()
@@ -67,6 +74,7 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.chmod(tmp, _default_mode())
         with os.fdopen(fd, "w") as file:
             file.write(text)
             file.flush()
