@@ -21,7 +21,14 @@ def test_packaged_configs_are_found():
 def test_paper_settings(name):
     config = load_config(name)
     d, o = config.data, config.optim
-    assert (d.width, d.height, d.frame_interval, d.num_views, d.mask_ratio, d.batch_size) == (320, 240, 5, 2, 0.5, 4)
+    assert (d.width, d.height, d.frame_interval, d.num_views, d.mask_ratio, d.batch_size) == (
+        320,
+        240,
+        5,
+        2,
+        0.5,
+        4,
+    )
     assert d.rotation_augment and d.source == "scannet"
     assert d.train_split == "scannetv2_train" and d.val_split == "scannetv2_val"
     assert (o.lr, o.weight_decay, o.min_lr, o.epochs) == (1e-4, 0.05, 1e-6, 100)

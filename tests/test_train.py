@@ -170,7 +170,10 @@ def test_export_loads_into_a_fresh_encoder(tmp_path, format):
         torch.testing.assert_close(value, checkpoint["state_dict"][f"model.encoder.{key}"])
     meta = json.loads(sidecar.read_text())
     assert meta["step"] == 0 or meta["step"] == 7
-    assert meta["format"] == format and meta["config"]["model"]["encoder"]["type"] == config.model.encoder["type"]
+    assert (
+        meta["format"] == format
+        and meta["config"]["model"]["encoder"]["type"] == config.model.encoder["type"]
+    )
     assert "gs3_version" in meta
 
 
@@ -251,10 +254,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
     assert not (out / "checkpoints" / "step-00000006.ckpt").exists(), "killed too late to test anything"
     output = finish(run_cli(["pretrain", "--config", str(config), "--out", str(out), "--resume", "auto"]))
     assert "gs3 pretrain: 6 steps" in output
-    assert_same_weights(weights(out / "checkpoints" / "last.ckpt"), weights(reference / "checkpoints" / "last.ckpt"))
+    assert_same_weights(
+        weights(out / "checkpoints" / "last.ckpt"), weights(reference / "checkpoints" / "last.ckpt")
+    )
     resumed = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     straight = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=False)
-    for a, b in zip(resumed["optimizer_states"][0]["state"].values(), straight["optimizer_states"][0]["state"].values()):
+    for a, b in zip(
+        resumed["optimizer_states"][0]["state"].values(), straight["optimizer_states"][0]["state"].values()
+    ):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
     assert resumed["lr_schedulers"][0]["last_epoch"] == straight["lr_schedulers"][0]["last_epoch"] == 6
 
@@ -353,11 +360,15 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
         return output
 
     monkeypatch.setattr(GS3, "forward", sometimes_nan)
-    config = load_config("demo", tiny_overrides(tmp_path / "cache", ["optim.max_steps=5", "trainer.checkpoint_every=100"]))
+    config = load_config(
+        "demo", tiny_overrides(tmp_path / "cache", ["optim.max_steps=5", "trainer.checkpoint_every=100"])
+    )
     summary = pretrain(config, out_dir=tmp_path / "run")
     assert summary.nonfinite_skipped == 2
     assert summary.steps == 3  # 5 batches, 2 of them skipped
-    assert torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)["gs3"]["nonfinite_total"] == 2
+    assert (
+        torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)["gs3"]["nonfinite_total"] == 2
+    )
 
     calls["n"] = 0
     monkeypatch.setattr(GS3, "forward", lambda self, batch: _nan(original(self, batch)))

@@ -11,8 +11,10 @@ the worker that builds it nor on the order. Call ``set_epoch(epoch)`` before eac
 
 Bad data never stops training: a frame that fails to read (InvalidFrameError), has too little valid depth, or
 a sample whose views overlap too little is skipped, its reason counted, and another draw made; a scene that
-cannot be opened is skipped the same way. Counts are kept per process in ``dataset.skipped`` and travel with
-every sample (``sample["skipped"]``) so that the batch carries the counts of its workers too. Only when
+cannot be opened is skipped the same way. Every skip is counted, each time it happens, so the counts of a
+sample are a function of (seed, epoch, index) too (a frame found bad is remembered, per process, to avoid
+reading it again, but it is counted as if it had been). Counts are kept per process in ``dataset.skipped`` and
+travel with every sample (``sample["skipped"]``), so a batch carries the counts of its workers too. Only when
 ``max_tries`` draws in a row fail does a DataError stop the run (the data is then broken, not unlucky).
 
 Workers: scenes are opened lazily, per process (file handles are never shared across a fork).
@@ -158,7 +160,7 @@ class _SceneSampleDataset(Dataset):
     def _reset_process_state(self) -> None:
         self._pid = os.getpid()
         self._scenes: dict[str, Scene] = {}
-        self._bad_frames: dict[str, set[int]] = {}
+        self._bad_frames: dict[str, dict[int, str]] = {}  # scene → position → reason
         self._bad_scenes: set[str] = set()
 
     def __getstate__(self) -> dict:
@@ -186,10 +188,11 @@ class _SceneSampleDataset(Dataset):
         self, path: str, scene: Scene, positions: Sequence[int], counts: Counter, check_overlap: bool = True
     ) -> list | None:
         """The views' frames at the configured resolution, or None (reason counted) when one is bad."""
-        bad = self._bad_frames.setdefault(path, set())
+        bad = self._bad_frames.setdefault(path, {})
         frames = []
         for position in positions:
-            if position in bad:
+            if position in bad:  # known bad: counted again (as if re-read) so counts are history-free
+                counts[bad[position]] += 1
                 return None
             try:
                 frame = scene.frame(position, self.config.resolution)
@@ -197,7 +200,7 @@ class _SceneSampleDataset(Dataset):
             except InvalidFrameError as error:
                 problem = error.reason
             if problem is not None:
-                bad.add(position)
+                bad[position] = problem
                 counts[problem] += 1
                 return None
             frames.append(frame)
@@ -271,7 +274,9 @@ class GS3Dataset(_SceneSampleDataset):
                 counts[UNREADABLE_SCENE] += 1
                 path = self.scenes[int(rng.integers(len(self.scenes)))]
                 continue
-            positions = self.sampler.sample(len(scene), rng, exclude=self._bad_frames.get(path, ()))
+            # Known-bad frames are not excluded from the draw: skipping them after the draw consumes the same
+            # random numbers as reading them again, so a sample never depends on what this process saw before.
+            positions = self.sampler.sample(len(scene), rng)
             if positions is None:
                 counts[SCENE_TOO_SHORT] += 1
                 path = self.scenes[int(rng.integers(len(self.scenes)))]

@@ -83,9 +83,12 @@ def pixel_boxes(
 
 
 def _window(size: Tensor, empty: Tensor) -> Tensor:
-    """Smallest power of two ≥ size (0 for empty boxes): few distinct window shapes to vectorise over."""
-    exponent = torch.ceil(torch.log2(size.clamp_min(1).double())).long()
-    return torch.where(empty, torch.zeros_like(size), 2**exponent)
+    """Size rounded up to 1..8, then to 4 steps per octave (10, 12, 14, 16, 20, …; ≤ 25 % padding): few
+    distinct window shapes to vectorise over, little wasted work (0 for empty boxes)."""
+    size = size.clamp_min(1)
+    step = (2 ** (torch.floor(torch.log2(size.double())).long() - 2)).clamp_min(1)
+    rounded = torch.div(size + step - 1, step, rounding_mode="floor") * step
+    return torch.where(empty, torch.zeros_like(size), rounded)
 
 
 def plan_chunks(cost: Int[Tensor, " m"], budget: int) -> list[tuple[int, int]]:
@@ -140,7 +143,7 @@ def _candidates(
 
     Gaussians sharing a window shape are evaluated together on a dense (G, wy, wx) grid by broadcasting."""
     device = means2d.device
-    span = end
+    span = end - start
     window_x, window_y = boxes.window_x[start:end], boxes.window_y[start:end]
     shape_id = window_x * 4096 + window_y
     keys, alphas = [], []
@@ -169,7 +172,7 @@ def _candidates(
         if done is not None:
             live = (~done[pixel]).nonzero().squeeze(1)
             gaussian, pixel, alpha = gaussian[live], pixel[live], alpha[live]
-        keys.append(pixel * span + gaussian)
+        keys.append(pixel * span + (gaussian - start))
         alphas.append(alpha)
     if not keys:
         empty = torch.zeros(0, dtype=torch.long, device=device)
@@ -189,10 +192,14 @@ def _chunk_pairs(
 ) -> _Pairs:
     done = state.done if bool(state.done.any()) else None
     keys, alpha = _candidates(start, end, boxes, means2d, conics, opacities, width, done)
+    span = end - start
+    if span * (state.done.shape[0] + 1) < 2**31:  # int32 keys sort faster
+        keys = keys.int()
     keys, order = torch.sort(keys)  # keys are unique: (pixel, depth rank)
     alpha = alpha[order]
-    pixel = torch.div(keys, end, rounding_mode="floor")
-    gaussian = keys - pixel * end
+    keys = keys.long()
+    pixel = torch.div(keys, span, rounding_mode="floor")
+    gaussian = keys - pixel * span + start
     first = torch.ones_like(pixel, dtype=torch.bool)
     first[1:] = pixel[1:] != pixel[:-1]
 
@@ -236,18 +243,18 @@ class _Composite(torch.autograd.Function):
         state = _PixelState(
             log_t=torch.zeros(num_pixels, dtype=torch.float64, device=device),
             done=torch.zeros(num_pixels, dtype=torch.bool, device=device),
-            acc=torch.zeros(num_pixels, 4, dtype=torch.float64, device=device),
+            acc=torch.zeros(num_pixels, 4, dtype=means2d.dtype, device=device),
         )
         features = torch.cat([colors, depths[:, None]], dim=-1)
         for start, end in chunks:
             pairs = _chunk_pairs(start, end, boxes, means2d, conics, opacities, width, state)
             weights = pairs.alpha * pairs.t_before
             contribution = weights[:, None] * features[pairs.gaussian]
-            state.acc.index_add_(0, pairs.pixel, contribution.double())
+            state.acc.index_add_(0, pairs.pixel, contribution)
             _advance(state, pairs)
         t_final = torch.exp(state.log_t)
-        color = state.acc[:, :3] + t_final[:, None] * background.double()
-        depth = state.acc[:, 3]
+        color = state.acc[:, :3].double() + t_final[:, None] * background.double()
+        depth = state.acc[:, 3].double()
         ctx.save_for_backward(means2d, conics, opacities, colors, depths, background, color, depth, t_final)
         ctx.boxes, ctx.chunks, ctx.width = boxes, chunks, width
         dtype = means2d.dtype
