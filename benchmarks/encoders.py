@@ -10,9 +10,9 @@ pixels set to 0 (a dense CNN costs the same whatever the mask).
 
 Time: median of `--runs` forward+backward passes (after one warm-up), the loss being the sum of the
 features times a fixed random tensor. Memory: on CUDA the peak of torch.cuda.max_memory_allocated during a
-pass; on CPU the growth of the process's peak RSS (ru_maxrss) over one pass, measured in a fresh
-subprocess per encoder so that each gets its own peak. Ratios are against the first encoder in the table,
-timed in the same process.
+pass; on CPU the growth of the process's peak RSS over its resident size just before one pass (Linux:
+VmHWM reset through /proc/self/clear_refs; elsewhere ru_maxrss), in a fresh subprocess per encoder.
+Ratios are against the first encoder in the table, timed in the same process.
 """
 
 from __future__ import annotations
@@ -142,16 +142,36 @@ def time_encoder(name: str, sample: dict, device: torch.device, runs: int) -> di
     }
 
 
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def cpu_peak_rss_growth(data: Path, name: str) -> float:
-    """Peak-RSS growth (MiB) over one forward+backward, in this (fresh) process."""
+    """Peak-RSS growth (MiB) over one forward+backward, in this (fresh) process.
+
+    On Linux the peak (VmHWM) is reset just before the pass (/proc/self/clear_refs), so an earlier peak
+    (data loading, model construction) cannot hide the pass's own; elsewhere ru_maxrss is used.
+    """
     sample = load_sample(data)
     torch.manual_seed(0)
     model = build(name, torch.device("cpu"))
     inputs = inputs_for(model, sample, torch.device("cpu"))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    resident = _status_kib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = _status_kib("VmHWM") is not None and resident is not None
+    except OSError:
+        reset = False
+    before = resident if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     one_pass(model, inputs, {})
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (after - before) / 1024  # ru_maxrss is in KiB on Linux
+    after = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (after - before) / 1024  # KiB -> MiB
 
 
 def cpu_model() -> str:

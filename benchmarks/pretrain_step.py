@@ -1,6 +1,6 @@
 """Time per pre-training step and peak memory of each paper config (320×240 by default), batch 1 and 4.
 
-    python benchmarks/pretrain_step.py                      # all three paper configs, batch 1 and 4, CPU (+CUDA)
+    python benchmarks/pretrain_step.py          # all three paper configs, batch 1 and 4, CPU (+CUDA)
     python benchmarks/pretrain_step.py --configs gs3_rgbd_spunet --batch-sizes 1 --repeats 5 --device cpu
 
 A step = forward (encoder → epipolar transformer → head → rasterize every view) + backward + AdamW step, on
@@ -67,7 +67,11 @@ def measure_one(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = GS3(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
 
     def step() -> float:
         if device.type == "cuda":
@@ -93,7 +97,12 @@ def measure_one(args: argparse.Namespace) -> dict:
     else:
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         memory = f"{peak_kib / 2**20:.2f} GiB peak RSS (+{(peak_kib - rss_before) / 2**20:.2f} in steps)"
-    return {"median_s": statistics.median(times), "min_s": min(times), "memory": memory, "repeats": len(times)}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "memory": memory,
+        "repeats": len(times),
+    }
 
 
 def main() -> None:
@@ -118,21 +127,41 @@ def main() -> None:
     import torch
 
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
-          + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))  # fmt: skip
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+    )
     print(f"command: {' '.join(sys.argv)}")
-    print(f"images {args.width}x{args.height}, 2 views, mask 0.5, step = forward + backward + AdamW; median of "
-          f"{args.repeats} after 1 warm-up; LPIPS {'on' if args.vgg_weights else 'off (no VGG weights offline)'}")
-    header = f"{'config':<20} {'device':<6} {'batch':>5} {'median s/step':>14} {'s/sample':>9} {'ratio':>6}  memory"
+    print(
+        f"images {args.width}x{args.height}, 2 views, mask 0.5, step = forward + backward + AdamW; median of "
+        f"{args.repeats} after 1 warm-up; LPIPS {'on' if args.vgg_weights else 'off (no VGG weights)'}"
+    )
+    header = f"{'config':<20} {'device':<6} {'batch':>5} {'median s/step':>14} {'s/sample':>9} {'ratio':>6}"
+    header += "  memory"
     print(header)
     print("-" * len(header))
     for device in devices:
         for name in args.configs:
             baseline = None
             for batch in args.batch_sizes:
-                command = [sys.executable, __file__, "--one", name, "--batch", str(batch), "--device", device,
-                           "--repeats", str(args.repeats), "--width", str(args.width), "--height", str(args.height),
-                           "--cache", args.cache] + (["--vgg-weights", args.vgg_weights] if args.vgg_weights else [])  # fmt: skip
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    name,
+                    "--batch",
+                    str(batch),
+                    "--device",
+                    device,
+                    "--repeats",
+                    str(args.repeats),
+                    "--width",
+                    str(args.width),
+                    "--height",
+                    str(args.height),
+                    "--cache",
+                    args.cache,
+                ] + (["--vgg-weights", args.vgg_weights] if args.vgg_weights else [])
                 try:
                     result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
                 except subprocess.TimeoutExpired:
@@ -145,8 +174,11 @@ def main() -> None:
                 row = json.loads(result.stdout.strip().splitlines()[-1])
                 per_sample = row["median_s"] / batch
                 baseline = baseline or per_sample
-                print(f"{name:<20} {device:<6} {batch:>5} {row['median_s']:>14.3f} {per_sample:>9.3f} "
-                      f"{per_sample / baseline:>6.2f}  {row['memory']}", flush=True)  # fmt: skip
+                print(
+                    f"{name:<20} {device:<6} {batch:>5} {row['median_s']:>14.3f} {per_sample:>9.3f} "
+                    f"{per_sample / baseline:>6.2f}  {row['memory']}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Rasterizer speed and memory: torch backend on real pixel-aligned Gaussians, random scenes, and against a dense
-brute-force renderer (every Gaussian × every pixel).
+"""Rasterizer speed and memory: torch backend on real pixel-aligned Gaussians, random scenes, and against a
+dense brute-force renderer (every Gaussian × every pixel).
 
     python benchmarks/rasterizer.py [--runs 5] [--threads N] [--skip-dense]
 
@@ -55,7 +55,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    load = ", load avg %.1f" % Path("/proc/loadavg").read_text().split()[0:1] if False else ""
+    load = ""
     try:
         load = f", load average {Path('/proc/loadavg').read_text().split()[0]} at start"
     except OSError:
@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-dense", action="store_true")
     parser.add_argument(
-        "--dense-memory-gb", type=float, default=6.0, help="cap on the dense renderer's activations"
+        "--dense-memory-gb", type=float, default=4.0, help="cap on the dense renderer's activations"
     )
     args = parser.parse_args()
     if args.threads:
@@ -263,7 +263,8 @@ def main() -> None:
         with torch.no_grad():
             diff = (dense_rasterize(g, cameras) - _render(g, cameras)).abs().max().item()
         print(
-            f"speed-up over dense: forward {dense_f / ours_f:.1f}x, forward+backward {dense_fb / ours_fb:.1f}x; "
+            f"speed-up over dense: forward {dense_f / ours_f:.1f}x, "
+            f"forward+backward {dense_fb / ours_fb:.1f}x; "
             f"max |dense − ours| = {diff:.2e}"
         )
 

@@ -33,8 +33,11 @@ def test_paper_settings(name):
     assert d.train_split == "scannetv2_train" and d.val_split == "scannetv2_val"
     assert (o.lr, o.weight_decay, o.min_lr, o.epochs) == (1e-4, 0.05, 1e-6, 100)
     assert config.loss.lpips_weight == 0.05
-    expected = {"gs3_rgbd_spunet": ("SpUNet-v1m1", "point_offset"), "gs3_rgbd_pointnet2": ("PointNet2SASSG", "point_offset"),
-                "gs3_rgb_resnet50": ("ResNet50", "depth_bin")}[name]  # fmt: skip
+    expected = {
+        "gs3_rgbd_spunet": ("SpUNet-v1m1", "point_offset"),
+        "gs3_rgbd_pointnet2": ("PointNet2SASSG", "point_offset"),
+        "gs3_rgb_resnet50": ("ResNet50", "depth_bin"),
+    }[name]
     assert (config.model.encoder["type"], config.model.head) == expected
 
 
@@ -47,8 +50,17 @@ def test_demo_runs_offline_settings():
 
 
 def test_overrides_are_typed_and_nested():
-    config = load_config("gs3_rgbd_spunet", ["data.num_views=3", "data.mask_ratio=0.9", "optim.lr=3e-4",
-                                             "data.width=512", "data.height=384", "model.encoder.voxel_size=0.05"])  # fmt: skip
+    config = load_config(
+        "gs3_rgbd_spunet",
+        [
+            "data.num_views=3",
+            "data.mask_ratio=0.9",
+            "optim.lr=3e-4",
+            "data.width=512",
+            "data.height=384",
+            "model.encoder.voxel_size=0.05",
+        ],
+    )
     assert config.data.num_views == 3 and math.isclose(config.data.mask_ratio, 0.9)
     assert config.optim.lr == 3e-4 and isinstance(config.optim.lr, float)
     assert (config.data.width, config.data.height) == (512, 384)

@@ -162,5 +162,5 @@ def test_ply_missing_property_is_one_line(tmp_path) -> None:
         load_ply(path)
     assert "\n" not in str(info.value)
     (tmp_path / "garbage.ply").write_text("not a ply")
-    with pytest.raises(ValueError, match="garbage.ply"):
+    with pytest.raises(ValueError, match=r"garbage\.ply"):
         load_ply(tmp_path / "garbage.ply")

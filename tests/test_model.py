@@ -7,7 +7,6 @@ import torch
 
 from gs3.config import load_config
 from gs3.data.collate import collate
-from gs3.data.synthetic import write_dataset
 from gs3.model import GS3
 from gs3.train.data import build_dataset
 
@@ -25,14 +24,26 @@ TINY = [
     "loss.lpips_weight=0",
 ]
 ENCODERS = {
-    "spunet": ("gs3_rgbd_spunet", ["model.encoder={type: SpUNet-v1m1, base_channels: 8, channels: [8, 16, 16, 8],"
-                                   " layers: [1, 1, 1, 1], voxel_size: 0.1, out_channels: 16}"]),
-    "pointnet2": ("gs3_rgbd_pointnet2", ["model.encoder={type: PointNet2SASSG, out_channels: 16, num_points: [64, 32],"
-                                         " radius: [0.3, 0.6], num_samples: [8, 8], sa_channels: [[16, 16], [16, 16]],"
-                                         " fp_channels: [[16]], point_fp_channels: [[16]]}"]),
-    "resnet50": ("gs3_rgb_resnet50", ["model.encoder={type: ResNet50, out_channels: 16,"
-                                      " full_resolution_channels: 8}"]),
-}  # fmt: skip
+    "spunet": (
+        "gs3_rgbd_spunet",
+        [
+            "model.encoder={type: SpUNet-v1m1, base_channels: 8, channels: [8, 16, 16, 8],"
+            " layers: [1, 1, 1, 1], voxel_size: 0.1, out_channels: 16}"
+        ],
+    ),
+    "pointnet2": (
+        "gs3_rgbd_pointnet2",
+        [
+            "model.encoder={type: PointNet2SASSG, out_channels: 16, num_points: [64, 32],"
+            " radius: [0.3, 0.6], num_samples: [8, 8], sa_channels: [[16, 16], [16, 16]],"
+            " fp_channels: [[16]], point_fp_channels: [[16]]}"
+        ],
+    ),
+    "resnet50": (
+        "gs3_rgb_resnet50",
+        ["model.encoder={type: ResNet50, out_channels: 16, full_resolution_channels: 8}"],
+    ),
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The rasterizer against a brute-force float64 renderer written here (every Gaussian at every pixel, sorted by
-depth, gsplat 1.5.3's rules), gradcheck for every differentiable input, bad input, and gsplat parity on CUDA."""
+"""The rasterizer against a brute-force float64 renderer written here (every Gaussian at every pixel, sorted
+by depth, gsplat 1.5.3's rules), gradcheck for every differentiable input, bad input, gsplat parity (CUDA)."""
 
 from __future__ import annotations
 
@@ -259,10 +259,12 @@ def _small_scene(seed: int, n: int = 7, degree: int = 2) -> tuple[list[torch.Ten
     return [means, scales, quats, opacities, sh, background], make_cameras(2, torch.float64, 12, 10)
 
 
-def _render_all(cameras: Cameras, pair_budget: int):
+def _render_all(cameras: Cameras, pair_budget: int, keep_limit: int = 0):
+    """keep_limit=0: backward replays every chunk; large: backward reuses the pairs kept by the forward."""
+
     def fn(means, scales, quats, opacities, sh, background):
         g = Gaussians(means, scales, quats, opacities, sh, validate=False)
-        return rasterize_torch(g, cameras, background, pair_budget=pair_budget)
+        return rasterize_torch(g, cameras, background, pair_budget=pair_budget, keep_limit=keep_limit)
 
     return fn
 
@@ -279,12 +281,15 @@ def test_gradcheck_every_input_full_jacobian() -> None:
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("pair_budget", [1 << 21, 13])
-def test_gradcheck_every_input(pair_budget: int) -> None:
-    """Random projections of the Jacobian (gradcheck's fast mode), several cameras, chunked or not."""
+@pytest.mark.parametrize(
+    ("pair_budget", "keep_limit"), [(1 << 21, 0), (13, 0), (13, 150), (1 << 21, 1 << 24)]
+)
+def test_gradcheck_every_input(pair_budget: int, keep_limit: int) -> None:
+    """Random projections of the Jacobian (gradcheck's fast mode), several cameras, chunked or not, pairs
+    replayed in backward, kept from the forward, or some of each."""
     inputs, cameras = _small_scene(3)
     inputs = [t.requires_grad_() for t in inputs]
-    fn = _render_all(cameras, pair_budget)
+    fn = _render_all(cameras, pair_budget, keep_limit)
     assert fn(*inputs)[1].max() > 0.5
     for seed in range(3):
         torch.manual_seed(seed)

@@ -21,8 +21,10 @@ from gs3.train import checkpoint as ckpt
 from gs3.train.module import cosine_schedule
 from gs3.train.sampling import ResumableSampler
 
-SPUNET = ("model.encoder={type: SpUNet-v1m1, base_channels: 8, channels: [8, 16, 16, 8], layers: [1, 1, 1, 1],"
-          " voxel_size: 0.1, out_channels: 16}")  # fmt: skip
+SPUNET = (
+    "model.encoder={type: SpUNet-v1m1, base_channels: 8, channels: [8, 16, 16, 8], layers: [1, 1, 1, 1],"
+    " voxel_size: 0.1, out_channels: 16}"
+)
 TINY = [
     "data.source=synthetic",
     "data.width=24",
@@ -49,13 +51,18 @@ TINY = [
     "trainer.progress_bar=false",
 ]
 REPO = Path(__file__).resolve().parents[1]
+SERIAL = {
+    "PYTHONUNBUFFERED": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}  # same thread count everywhere
 
 
 def tiny_overrides(cache: Path, extra: list[str] = ()) -> list[str]:
     return [*TINY, f"data.cache_dir={cache}", *extra]
 
 
-# --- data order -----------------------------------------------------------------------------------------------
+# --- data order ------------------------------------------------
 def test_sampler_is_a_function_of_seed_and_shards_disjointly():
     ranks = [ResumableSampler(10, 2, seed=3, epochs=2, rank=r, world_size=2) for r in range(2)]
     streams = [list(s) for s in ranks]
@@ -87,7 +94,7 @@ def test_cosine_schedule_end_points():
     assert cosine_schedule(0, 100, 1e-4, 1e-6, warmup_steps=10) == pytest.approx(1e-5)
 
 
-# --- atomic writes --------------------------------------------------------------------------------------------
+# --- atomic writes ---------------------------------------------
 def test_atomic_save_failure_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "a.ckpt"
     ckpt.atomic_torch_save({"x": torch.ones(3)}, path)
@@ -121,7 +128,7 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
         ckpt.load_checkpoint(tmp_path / "missing.ckpt")
 
 
-# --- export ---------------------------------------------------------------------------------------------------
+# --- export ----------------------------------------------------
 def fake_trained_checkpoint(config, path: Path) -> dict:
     """A checkpoint as GS3Module writes it, with weights perturbed away from their initialisation."""
     from gs3.train.module import GS3Module
@@ -140,11 +147,16 @@ def fake_trained_checkpoint(config, path: Path) -> dict:
 
 EXPORTS = {
     "pointcept": (SPUNET, "gs3_rgbd_spunet"),
-    "mmdet3d": ("model.encoder={type: PointNet2SASSG, out_channels: 16, num_points: [32], radius: [0.4],"
-                " num_samples: [8], sa_channels: [[16, 16]], fp_channels: [], point_fp_channels: [[16]]}",
-                "gs3_rgbd_pointnet2"),
-    "torchvision": ("model.encoder={type: ResNet50, out_channels: 16, full_resolution_channels: 8}", "gs3_rgb_resnet50"),
-}  # fmt: skip
+    "mmdet3d": (
+        "model.encoder={type: PointNet2SASSG, out_channels: 16, num_points: [32], radius: [0.4],"
+        " num_samples: [8], sa_channels: [[16, 16]], fp_channels: [], point_fp_channels: [[16]]}",
+        "gs3_rgbd_pointnet2",
+    ),
+    "torchvision": (
+        "model.encoder={type: ResNet50, out_channels: 16, full_resolution_channels: 8}",
+        "gs3_rgb_resnet50",
+    ),
+}
 
 
 @pytest.mark.parametrize("format", list(EXPORTS))
@@ -188,11 +200,18 @@ def test_export_refuses_a_format_that_does_not_fit(tmp_path):
     assert not (tmp_path / "x.pth").exists()
 
 
-# --- whole runs -----------------------------------------------------------------------------------------------
+# --- whole runs ------------------------------------------------
 def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "gs3.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)  # fmt: skip
+    env = {**os.environ, **SERIAL}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gs3.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> str:
@@ -205,10 +224,16 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
-def assert_same_weights(a: dict, b: dict) -> None:
+def assert_same_weights(a: dict, b: dict, exact: bool = False) -> None:
+    """Equal weights. Runs with the same thread count match bitwise; float sums in a different thread order
+    differ by ~1e-6, so a resumed run is held to 1e-5, far below what one batch out of order changes
+    (~1e-3)."""
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.equal(a[key], b[key]), key
+        if exact or not a[key].is_floating_point():
+            assert torch.equal(a[key], b[key]), key
+        else:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def write_config(tmp_path: Path, extra: list[str] = ()) -> Path:
@@ -291,9 +316,15 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(uninterrupted, tmp_
     out = tmp_path / "run"
     script = tmp_path / "kill_in_write.py"
     script.write_text(textwrap.dedent(KILL_IN_WRITE))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, str(script), "pretrain", "--config", str(config), "--out", str(out)],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    env = {**os.environ, **SERIAL}
+    process = subprocess.Popen(
+        [sys.executable, str(script), "pretrain", "--config", str(config), "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     folder = out / "checkpoints"
     wait_for(lambda: any(p.stat().st_size > 0 for p in folder.glob(".step-00000004.ckpt.*.tmp")), process)
     process.send_signal(signal.SIGKILL)
@@ -313,10 +344,10 @@ from gs3.config import load_config
 from gs3.train.runner import pretrain
 import gs3.train.module as module_lib
 config = load_config(sys.argv[1], ["trainer.strategy=ddp", "trainer.devices=2"])
-seen = {}
 original = module_lib.GS3Module.on_train_end
 def record(self):
-    torch.save({k: v.detach().clone() for k, v in self.model.state_dict().items()},
+    # parameters: BatchNorm running statistics are per rank by design (DDP broadcasts them before forward)
+    torch.save({k: v.detach().clone() for k, v in self.model.named_parameters()},
                os.path.join(sys.argv[2], f"rank{self.global_rank}.pt"))
 module_lib.GS3Module.on_train_end = record
 pretrain(config, out_dir=sys.argv[2])
@@ -330,17 +361,35 @@ def test_two_process_data_parallel_ranks_agree(tmp_path):
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     out = tmp_path / "run"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **SERIAL}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-         str(config), str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(config),
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "gs3 pretrain: 3 steps" in result.stdout
     rank0, rank1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
-    assert_same_weights(rank0, rank1)
-    initial = __import__("gs3.model", fromlist=["GS3"]).GS3(load_config(str(config))).state_dict()
-    assert any(not torch.equal(rank0[k], initial[k]) for k in rank0 if rank0[k].is_floating_point())
+    assert_same_weights(rank0, rank1, exact=True)  # DDP broadcasts and averages: bitwise equal
+    import lightning as L
+
+    from gs3.model import GS3
+
+    L.seed_everything(0, verbose=False)  # as the runner does before building the model
+    initial = dict(GS3(load_config(str(config))).named_parameters())
+    assert any(not torch.equal(rank0[k], initial[k]) for k in rank0), "no training happened"
 
 
 @pytest.mark.slow
@@ -373,7 +422,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     calls["n"] = 0
     monkeypatch.setattr(GS3, "forward", lambda self, batch: _nan(original(self, batch)))
     config = load_config("demo", tiny_overrides(tmp_path / "cache", ["trainer.max_nonfinite_in_row=3"]))
-    with pytest.raises(NonFiniteLossError, match="3 non-finite losss in a row|3 non-finite loss"):
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
         pretrain(config, out_dir=tmp_path / "run2")
 
 

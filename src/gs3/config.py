@@ -185,12 +185,19 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     _check(d.source in ("scannet", "synthetic"), source, "data.source", f"'{d.source}' not scannet|synthetic")
     _check(d.width > 0 and d.height > 0, source, "data.width/height", "must be positive")
     _check(d.frame_interval >= 1, source, "data.frame_interval", "must be >= 1")
-    _check(d.num_views >= 2, source, "data.num_views", f"{d.num_views} < 2 (the epipolar transformer needs 2+)")
+    _check(
+        d.num_views >= 2, source, "data.num_views", f"{d.num_views} < 2 (the epipolar transformer needs 2+)"
+    )
     _check(0.0 <= d.mask_ratio <= 0.9, source, "data.mask_ratio", f"{d.mask_ratio} outside [0, 0.9]")
     _check(d.batch_size >= 1, source, "data.batch_size", "must be >= 1")
     _check(d.num_workers >= 0, source, "data.num_workers", "must be >= 0")
     _check("type" in m.encoder, source, "model.encoder.type", "missing (SpUNet-v1m1|PointNet2SASSG|ResNet50)")
-    _check(m.head in ("depth_bin", "point_offset"), source, "model.head", f"'{m.head}' not depth_bin|point_offset")
+    _check(
+        m.head in ("depth_bin", "point_offset"),
+        source,
+        "model.head",
+        f"'{m.head}' not depth_bin|point_offset",
+    )
     _check(
         not (m.head == "point_offset" and m.encoder.get("type") == "ResNet50"),
         source,
@@ -207,8 +214,12 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     _check(len(o.betas) == 2, source, "optim.betas", "expected two numbers")
     _check(o.epochs >= 1 or o.max_steps > 0, source, "optim.epochs", "must be >= 1 (or set optim.max_steps)")
     _check(o.grad_clip >= 0 and not math.isnan(o.grad_clip), source, "optim.grad_clip", "must be >= 0")
-    _check(t.precision in ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"), source, "trainer.precision",
-           f"'{t.precision}' not auto|32-true|bf16-mixed|16-mixed|64-true")  # fmt: skip
+    _check(
+        t.precision in ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"),
+        source,
+        "trainer.precision",
+        f"'{t.precision}' not auto|32-true|bf16-mixed|16-mixed|64-true",
+    )
     _check(t.checkpoint_every >= 1, source, "trainer.checkpoint_every", "must be >= 1")
     _check(t.log_every >= 1 and t.image_every >= 1, source, "trainer.log_every/image_every", "must be >= 1")
     _check(t.max_nonfinite_in_row >= 1, source, "trainer.max_nonfinite_in_row", "must be >= 1")

@@ -1,4 +1,4 @@
-"""GS3: encoder → pixel-aligned features → epipolar transformer → Gaussian head → render into every view → loss.
+"""GS3: encoder → pixel-aligned features → epipolar transformer → Gaussian head → render all views → loss.
 
 Built from a `PretrainConfig` (gs3.config): encoder × head × views × mask ratio.
 
@@ -119,7 +119,9 @@ class GS3(nn.Module):
         image = batch["image"]
         b, v, h, w, _ = image.shape
         mean = getattr(self.encoder, "pixel_mean", None)
-        mean = torch.as_tensor(IMAGENET_MEAN if mean is None else mean.flatten(), dtype=image.dtype, device=image.device)
+        mean = torch.as_tensor(
+            IMAGENET_MEAN if mean is None else mean.flatten(), dtype=image.dtype, device=image.device
+        )
         masked = torch.where(batch["pixel_visible"][..., None], image, mean)
         return self.encoder(masked.reshape(b * v, h, w, 3)).reshape(b, v, -1, h, w)
 
@@ -139,12 +141,15 @@ class GS3(nn.Module):
             visible = batch["point_visible"]
             per_point = features.permute(0, 1, 3, 4, 2).reshape(b * v * h * w, -1)[flat]
             coord = batch["coord"][visible]
-            footprint = point_footprints(coord, batch["point_view"][visible], offset, batch["K"],
-                                         batch["cam_to_world"])  # fmt: skip
+            footprint = point_footprints(
+                coord, batch["point_view"][visible], offset, batch["K"], batch["cam_to_world"]
+            )
             return self.head(per_point, coord, offset, None, footprint)
         return self.head(features, cameras, self.visible_pixels(batch, flat))
 
-    def visible_pixels(self, batch: dict[str, Any], flat: Int[Tensor, " m"] | None) -> Bool[Tensor, "b v h w"]:
+    def visible_pixels(
+        self, batch: dict[str, Any], flat: Int[Tensor, " m"] | None
+    ) -> Bool[Tensor, "b v h w"]:
         if flat is None:
             return batch["pixel_visible"]
         visible = torch.zeros(batch["depth"].numel(), dtype=torch.bool, device=flat.device)
@@ -157,7 +162,9 @@ class GS3(nn.Module):
         """Every sample's Gaussians into all its views: color (B,V,H,W,3), alpha (B,V,H,W), raw depth."""
         colors, alphas, depths = [], [], []
         for index, sample_gaussians in enumerate(gaussians):
-            out = rasterize(sample_gaussians, Cameras(K[index], cam_to_world[index], width, height), self.background)
+            out = rasterize(
+                sample_gaussians, Cameras(K[index], cam_to_world[index], width, height), self.background
+            )
             colors.append(out.color)
             alphas.append(out.alpha[..., 0])
             depths.append(out.depth[..., 0])

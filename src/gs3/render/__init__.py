@@ -66,7 +66,9 @@ def rasterize(
     return RenderOutput(color=color, alpha=alpha, depth=depth)
 
 
-def _background(background: Tensor | None, num_cameras: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+def _background(
+    background: Tensor | None, num_cameras: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     if background is None:
         return torch.zeros(num_cameras, 3, device=device, dtype=dtype)
     if not isinstance(background, Tensor):
@@ -77,7 +79,9 @@ def _background(background: Tensor | None, num_cameras: int, device: torch.devic
         return background.to(dtype).expand(num_cameras, 3)
     if tuple(background.shape) == (num_cameras, 3):
         return background.to(dtype)
-    raise ValueError(f"rasterize: background must have shape (3,) or ({num_cameras}, 3), got {tuple(background.shape)}")
+    raise ValueError(
+        f"rasterize: background must have shape (3,) or ({num_cameras}, 3), got {tuple(background.shape)}"
+    )
 
 
 __all__ = ["RenderOutput", "eval_sh", "rasterize", "rgb_to_sh0", "sh_basis", "sh_to_color"]

@@ -1,4 +1,4 @@
-"""CUDA backend: gsplat 1.5.3's `rasterization`, configured to follow exactly the conventions of the torch backend.
+"""CUDA backend: gsplat 1.5.3's `rasterization`, configured to follow the torch backend's conventions exactly.
 
 Settings that matter (checked against gsplat 1.5.3): packed=False; eps2d=0.3 (added to the 2D covariance
 diagonal); near_plane=0.01 (z < 0.01 culled), far_plane=1e10; radius_clip=0 (no size culling); tile_size=16;

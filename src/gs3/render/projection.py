@@ -3,7 +3,8 @@
 For camera-space mean (x, y, z) and covariance Σc = W Σ Wᵀ:
     mean2d = (fx·x/z + cx, fy·y/z + cy)
     J = [[fx/z, 0, −fx·tx/z²], [0, fy/z, −fy·ty/z²]] with tx = z·clamp(x/z, −lim_x_neg, lim_x_pos),
-        lim_x_pos = (W − cx)/fx + 0.3·tan_fovx, lim_x_neg = cx/fx + 0.3·tan_fovx, tan_fovx = W/(2 fx) (same in y),
+        lim_x_pos = (W − cx)/fx + 0.3·tan_fovx, lim_x_neg = cx/fx + 0.3·tan_fovx, tan_fovx = W/(2 fx)
+        (likewise in y),
         i.e. x/z is clamped to 1.3× the half field of view so that off-screen Gaussians do not blow up;
     cov2d = J Σc Jᵀ + 0.3·I,  conic = cov2d⁻¹ stored as (a, b, c) = (inv00, inv01, inv11).
 A Gaussian is culled in a camera when z < 0.01, its opacity is below 1/255, or its bounding box
@@ -83,7 +84,9 @@ def project_gaussians(
         radius_x = torch.ceil(extend * sxx.clamp_min(0).sqrt())
         radius_y = torch.ceil(extend * syy.clamp_min(0).sqrt())
         mx, my = means2d[..., 0], means2d[..., 1]
-        on_screen = (mx + radius_x > 0) & (mx - radius_x < width) & (my + radius_y > 0) & (my - radius_y < height)
+        on_screen = (
+            (mx + radius_x > 0) & (mx - radius_x < width) & (my + radius_y > 0) & (my - radius_y < height)
+        )
         visible = (z >= NEAR_PLANE) & (det > 0) & (o >= ALPHA_THRESHOLD) & on_screen
         visible &= torch.isfinite(means2d).all(-1) & torch.isfinite(conics).all(-1)
     return Projected(means2d, conics, z, torch.stack([sxx, sxy, syy], dim=-1), visible)

@@ -1,6 +1,6 @@
 """Real spherical harmonics up to degree 3 with the 3DGS basis constants and sign conventions.
 
-Colour = SH(dir) + 0.5 clamped at 0, dir = normalised (mean − camera centre) (DESIGN.md; gsplat does the same).
+Colour = SH(dir) + 0.5 clamped at 0, dir = normalised (mean − camera centre) (DESIGN.md; gsplat does the same)
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from torch import Tensor
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
-SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C2 = (
+    1.0925484305920792,
+    -1.0925484305920792,
+    0.31539156525252005,
+    -1.0925484305920792,
+    0.5462742152960396,
+)
 SH_C3 = (
     -0.5900435899266435,
     2.890611442640554,
@@ -68,7 +74,9 @@ def eval_sh(sh: Float[Tensor, "*batch k 3"], dirs: Float[Tensor, "*batch 3"]) ->
     return (sh_basis(degree, unit)[..., None] * sh).sum(dim=-2)
 
 
-def sh_to_color(sh: Float[Tensor, "*batch k 3"], dirs: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3"]:
+def sh_to_color(
+    sh: Float[Tensor, "*batch k 3"], dirs: Float[Tensor, "*batch 3"]
+) -> Float[Tensor, "*batch 3"]:
     """The rendering colour: SH(dir) + 0.5, clamped at 0 (no upper clamp, as gsplat)."""
     return torch.clamp_min(eval_sh(sh, dirs) + 0.5, 0.0)
 

@@ -6,25 +6,28 @@ Design
    culling (z < 0.01, opacity < 1/255, bounding box off screen). Colours from SH for the visible ones.
 2. *Binning*: the visible Gaussians of a camera are stably sorted by depth (ties keep index order, as gsplat's
    stable radix sort does). Each Gaussian covers the pixels whose centres lie inside its bounding box of
-   extend = min(3.33, √(2 ln(255·o))) standard deviations per axis (the exact box of the α ≥ 1/255 ellipse,
-   the same box gsplat 1.5.3 bins into 16×16 tiles, before its rounding up to whole pixels and tiles). Outside
-   that box α < 1/255, so restricting work to it never drops a contributing pixel. On a CPU a tile is only a
-   coarser version of this box (a 16×16 tile holds 2–9× more pixels than a pixel-sized Gaussian's box), so
-   the work list is (Gaussian, pixel) pairs, not (tile, Gaussian, 256 pixels).
-3. *Compositing in chunks*: Gaussians are taken front to back in chunks of at most `pair_budget`
-   (Gaussian, pixel) pairs, so memory is bounded whatever the scene and no Gaussians × pixels tensor is
-   ever built. Per chunk: α = min(0.999, o·exp(−σ)), pairs with σ < 0 or α < 1/255 are dropped, the rest
-   are stably sorted by pixel (depth order survives within a pixel) and composited per pixel with a
-   segmented exclusive cumulative sum of log(1 − α) in float64, continuing each pixel's transmittance T
-   from the previous chunks. gsplat's stop rule is reproduced exactly: a pair is composited only while
-   T·(1 − α) > 1e-4; the first pair that fails, and everything behind it, is excluded, and the pixel is
-   marked done so later chunks skip it.
-4. *Backward* (`_Composite`, a custom autograd Function): nothing per pair is saved. The backward pass
-   replays the chunks (same pairs, same order), and uses the closed form per pair
+   extend = min(3.33, √(2 ln(255·o))) standard deviations per axis: the exact box of its α ≥ 1/255 ellipse,
+   the box gsplat 1.5.3 bins into 16×16 tiles (before rounding up to whole tiles). Outside it α < 1/255, so
+   working only inside it never drops a contributing pixel. On a CPU a 16×16 tile is only a coarser version
+   of this box (2–9× more pixels than a pixel-sized Gaussian's box, every one evaluated), so the unit of work
+   here is the (Gaussian, pixel) pair: Gaussians whose boxes round up to the same window shape (1..8 px,
+   then 4 steps per octave) are evaluated together on a dense (G, wy, wx) grid by broadcasting.
+3. *Compositing in chunks*: Gaussians are taken front to back in chunks of at most `pair_budget` window
+   pixels, so memory is bounded whatever the scene and no Gaussians × pixels tensor is ever built. Per
+   chunk: α = min(0.999, o·exp(−σ)); pairs with σ < 0 or α < 1/255 are dropped; the rest are sorted by one
+   integer key (pixel · chunk length + depth rank, the per-pixel analogue of gsplat's tile << 32 | depth key)
+   and composited per pixel with a segmented exclusive cumulative sum of log(1 − α) in float64, continuing
+   each pixel's transmittance T from the previous chunks. gsplat's stop rule is reproduced exactly: a pair is
+   composited only while T·(1 − α) > 1e-4; the first pair that fails and everything behind it are
+   excluded, and the pixel is marked done so that later chunks skip it (early termination).
+4. *Backward* (`_Composite`, a custom autograd Function). Per composited pair the closed form
        ∂L/∂αᵢ = Tᵢ·(g_C·cᵢ + g_D·zᵢ) − (g_C·S^Cᵢ + g_D·S^Dᵢ − g_A·T_N) / (1 − αᵢ),
-   where S^Cᵢ = C − Σ_{j≤i} wⱼcⱼ (C includes T_N·background), S^Dᵢ likewise, wⱼ = αⱼTⱼ, so only the final
-   per-pixel colour, depth and T_N (float64) are kept from the forward. Then α → (o, σ) → (mean2d, conic),
-   scattered to the Gaussians; the projection's autograd carries them on to means, scales, quats, SH.
+   where S^Cᵢ = C − Σ_{j≤i} wⱼcⱼ (C includes T_N·background), S^D likewise, wⱼ = αⱼTⱼ, needs only the final
+   per-pixel colour, depth and T_N (float64) and a running per-pixel prefix. Then α → (o, σ) → (mean2d,
+   conic), scattered to the Gaussians; the projection's autograd carries them to means, scales, quats, SH.
+   The forward keeps the composited pairs of its first chunks for the backward (index, pixel, α, T: ~33 bytes
+   a pair) up to `keep_limit` pairs per camera; chunks beyond it are recomputed chunk by chunk in backward
+   (same pairs, same order), so memory stays bounded for any scene and the common case skips the replay.
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ from gs3.gaussians.container import Gaussians
 from gs3.render.projection import ALPHA_THRESHOLD, LOG_T_MIN, bbox_extend, project_gaussians
 from gs3.render.sh import sh_to_color
 
-DEFAULT_PAIR_BUDGET = 1 << 21
+DEFAULT_PAIR_BUDGET = 1 << 21  # window pixels evaluated per chunk
+DEFAULT_KEEP_LIMIT = 1 << 24  # composited pairs kept for backward per camera (~33 bytes each), beyond: replay
 _BOX_MARGIN = 1e-3  # pixels: keeps float rounding at the ellipse's edge on the safe (inclusive) side
 
 
 @dataclass
 class PixelBoxes:
-    """Per Gaussian (depth order): first pixel column/row, box size, and the power-of-two window holding it."""
+    """Per Gaussian (depth order): first pixel column/row, box size, and the window it is evaluated on."""
 
     u0: Int[Tensor, " m"]
     v0: Int[Tensor, " m"]
@@ -155,20 +159,22 @@ def _candidates(
         u = boxes.u0[ids, None] + cols  # (G, wx)
         v = boxes.v0[ids, None] + rows  # (G, wy)
         mean, conic = means2d[ids], conics[ids]
-        dx = (u.to(mean.dtype) + 0.5) - mean[:, :1]
-        dy = (v.to(mean.dtype) + 0.5) - mean[:, 1:]
-        sigma = (
-            (0.5 * conic[:, 0, None, None]) * (dx * dx)[:, None, :]
-            + (0.5 * conic[:, 2, None, None]) * (dy * dy)[:, :, None]
-            + conic[:, 1, None, None] * (dy[:, :, None] * dx[:, None, :])
+        # Window cells outside the box get an infinite offset: σ = inf (or NaN), so they fail the tests below.
+        inf = torch.tensor(float("inf"), dtype=mean.dtype, device=device)
+        dx = torch.where(cols < boxes.nx[ids, None], (u.to(mean.dtype) + 0.5) - mean[:, :1], inf)
+        dy = torch.where(rows < boxes.ny[ids, None], (v.to(mean.dtype) + 0.5) - mean[:, 1:], inf)
+        # −σ = −½a·dx² − ½c·dy² − b·dx·dy, built with two passes over the (G, wy, wx) grid.
+        neg_sigma = torch.addcmul(
+            (-0.5 * conic[:, 0:1] * dx * dx)[:, None, :] + (-0.5 * conic[:, 2:3] * dy * dy)[:, :, None],
+            dy[:, :, None],
+            (-conic[:, 1:2] * dx)[:, None, :],
         )
-        alpha = torch.clamp_max(opacities[ids, None, None] * torch.exp(-sigma), 0.999)
-        inside = (cols < boxes.nx[ids, None])[:, None, :] & (rows < boxes.ny[ids, None])[:, :, None]
-        ok = inside & (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+        alpha = opacities[ids, None, None] * torch.exp(neg_sigma)
+        ok = (neg_sigma <= 0) & (alpha >= ALPHA_THRESHOLD)  # the 0.999 cap is above the threshold
         flat = ok.reshape(-1).nonzero().squeeze(1)
         gaussian = ids[torch.div(flat, wx * wy, rounding_mode="floor")]
-        pixel = (v[:, :, None] * width + u[:, None, :]).reshape(-1)[flat]
-        alpha = alpha.reshape(-1)[flat]
+        pixel = ((v * width)[:, :, None] + u[:, None, :]).reshape(-1)[flat]
+        alpha = torch.clamp_max(alpha.reshape(-1)[flat], 0.999)
         if done is not None:
             live = (~done[pixel]).nonzero().squeeze(1)
             gaussian, pixel, alpha = gaussian[live], pixel[live], alpha[live]
@@ -237,7 +243,9 @@ class _Composite(torch.autograd.Function):
     """Front-to-back compositing of one camera's depth-sorted splats; recomputes pairs in backward."""
 
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, colors, depths, background, boxes, chunks, width, height):
+    def forward(
+        ctx, means2d, conics, opacities, colors, depths, background, boxes, chunks, width, height, keep_limit
+    ):
         num_pixels = width * height
         device = means2d.device
         state = _PixelState(
@@ -246,8 +254,14 @@ class _Composite(torch.autograd.Function):
             acc=torch.zeros(num_pixels, 4, dtype=means2d.dtype, device=device),
         )
         features = torch.cat([colors, depths[:, None]], dim=-1)
+        # Pairs are kept for backward while they fit under keep_limit (~33 bytes each); the rest are replayed.
+        kept, kept_pairs, keeping = [], 0, any(ctx.needs_input_grad)
         for start, end in chunks:
             pairs = _chunk_pairs(start, end, boxes, means2d, conics, opacities, width, state)
+            kept_pairs += pairs.pixel.shape[0]
+            keeping = keeping and kept_pairs <= keep_limit  # kept chunks are a prefix of `chunks`
+            if keeping:
+                kept.append(pairs)
             weights = pairs.alpha * pairs.t_before
             contribution = weights[:, None] * features[pairs.gaussian]
             state.acc.index_add_(0, pairs.pixel, contribution)
@@ -256,7 +270,7 @@ class _Composite(torch.autograd.Function):
         color = state.acc[:, :3].double() + t_final[:, None] * background.double()
         depth = state.acc[:, 3].double()
         ctx.save_for_backward(means2d, conics, opacities, colors, depths, background, color, depth, t_final)
-        ctx.boxes, ctx.chunks, ctx.width = boxes, chunks, width
+        ctx.boxes, ctx.chunks, ctx.width, ctx.kept = boxes, chunks, width, kept
         dtype = means2d.dtype
         return (
             color.to(dtype).reshape(height, width, 3),
@@ -266,7 +280,7 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_color, grad_alpha, grad_depth):
-        means2d, conics, opacities, colors, depths, background, color, depth, t_final = ctx.saved_tensors
+        means2d, conics, opacities, colors, depths, _, color, depth, t_final = ctx.saved_tensors
         boxes, chunks, width = ctx.boxes, ctx.chunks, ctx.width
         device, dtype = means2d.device, means2d.dtype
         num_pixels = t_final.shape[0]
@@ -286,8 +300,11 @@ class _Composite(torch.autograd.Function):
             acc=torch.zeros(num_pixels, dtype=torch.float64, device=device),
         )
         features = torch.cat([colors, depths[:, None]], dim=-1)
-        for start, end in chunks:
-            pairs = _chunk_pairs(start, end, boxes, means2d, conics, opacities, width, state)
+        for index, (start, end) in enumerate(chunks):
+            if index < len(ctx.kept):
+                pairs = ctx.kept[index]
+            else:
+                pairs = _chunk_pairs(start, end, boxes, means2d, conics, opacities, width, state)
             g = pairs.gaussian
             gf = g_feature[pairs.pixel]
             weights = pairs.alpha * pairs.t_before
@@ -334,6 +351,7 @@ class _Composite(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -348,12 +366,15 @@ def composite(
     width: int,
     height: int,
     pair_budget: int = DEFAULT_PAIR_BUDGET,
+    keep_limit: int = DEFAULT_KEEP_LIMIT,
 ) -> tuple[Float[Tensor, "h w 3"], Float[Tensor, "h w 1"], Float[Tensor, "h w 1"]]:
     """Composite one camera's splats, already sorted front to back (depth ascending)."""
     with torch.no_grad():
         boxes = pixel_boxes(means2d.detach(), cov2d.detach(), opacities.detach(), width, height)
         chunks = plan_chunks(boxes.cost, pair_budget)
-    return _Composite.apply(means2d, conics, opacities, colors, depths, background, boxes, chunks, width, height)
+    return _Composite.apply(
+        means2d, conics, opacities, colors, depths, background, boxes, chunks, width, height, keep_limit
+    )
 
 
 def rasterize_torch(
@@ -361,6 +382,7 @@ def rasterize_torch(
     cameras: Cameras,
     background: Float[Tensor, "c 3"],
     pair_budget: int = DEFAULT_PAIR_BUDGET,
+    keep_limit: int = DEFAULT_KEEP_LIMIT,
 ) -> tuple[Float[Tensor, "c h w 3"], Float[Tensor, "c h w 1"], Float[Tensor, "c h w 1"]]:
     width, height = cameras.width, cameras.height
     world_to_cam = cameras.world_to_cam
@@ -393,6 +415,7 @@ def rasterize_torch(
                 width,
                 height,
                 pair_budget,
+                keep_limit,
             )
         )
     color, alpha, depth = (torch.stack(parts) for parts in zip(*outputs))

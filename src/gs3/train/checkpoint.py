@@ -115,7 +115,9 @@ def step_checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), folder / m.group(0)) for p in folder.iterdir() if (m := STEP_PATTERN.match(p.name))]
+    found = [
+        (int(m.group(1)), folder / m.group(0)) for p in folder.iterdir() if (m := STEP_PATTERN.match(p.name))
+    ]
     return sorted(found)
 
 

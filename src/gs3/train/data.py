@@ -54,8 +54,15 @@ def prepare_synthetic(config: PretrainConfig) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         print(f"gs3: generating {d.synthetic_scenes} synthetic scenes into {root} (once)", flush=True)
-        write_dataset(tmp, d.synthetic_scenes, d.synthetic_frames, seed=config.trainer.seed, width=d.width,
-                      height=d.height, point_density=None)  # fmt: skip
+        write_dataset(
+            tmp,
+            d.synthetic_scenes,
+            d.synthetic_frames,
+            seed=config.trainer.seed,
+            width=d.width,
+            height=d.height,
+            point_density=None,
+        )
         try:
             os.replace(tmp, root)
         except OSError:  # another process finished first

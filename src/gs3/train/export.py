@@ -49,14 +49,19 @@ def encoder_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[nn.Module, dict
 
     config = config_from_dict(checkpoint["gs3"]["config"])
     encoder = build_encoder(dict(config.model.encoder))
-    weights = {k[len(ENCODER_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
+    weights = {
+        k[len(ENCODER_PREFIX) :]: v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith(ENCODER_PREFIX)
+    }
     if not weights:
         raise GS3Error(f"checkpoint has no '{ENCODER_PREFIX}*' weights")
     missing, unexpected = encoder.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise GS3Error(
             f"checkpoint encoder weights do not fit {config.model.encoder['type']}: "
-            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+            f"{len(missing)} missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     return encoder, checkpoint["gs3"]["config"]
 
@@ -96,7 +101,7 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, format: str, out: str 
 
 
 def backbone_from_export(payload: dict[str, Any], format: str) -> dict[str, Tensor]:
-    """Inverse of `export_payload`: the backbone keys as the encoder's `load_backbone_state_dict` takes them."""
+    """Inverse of `export_payload`: the keys `load_backbone_state_dict` takes."""
     if format == "torchvision":
         return dict(payload)
     return {k[len("backbone.") :]: v for k, v in payload["state_dict"].items() if k.startswith("backbone.")}

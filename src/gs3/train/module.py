@@ -75,7 +75,10 @@ class GS3Module(L.LightningModule):
     def configure_optimizers(self) -> Any:
         o = self.config.optim
         optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+            parameter_groups(self.model, o.weight_decay),
+            lr=o.lr,
+            betas=tuple(o.betas),
+            weight_decay=o.weight_decay,
         )
         total = self.total_steps()
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -96,7 +99,7 @@ class GS3Module(L.LightningModule):
         self.log("train/nonfinite_skipped", float(self.nonfinite_total), rank_zero_only=True)
         if self.nonfinite_in_row >= limit:
             raise NonFiniteLossError(
-                f"{self.nonfinite_in_row} non-finite {what}s in a row at step {self.global_step} "
+                f"{self.nonfinite_in_row} non-finite {what} in a row at step {self.global_step} "
                 f"(trainer.max_nonfinite_in_row={limit}): the run diverged; lower optim.lr or check the data"
             )
 
@@ -109,7 +112,7 @@ class GS3Module(L.LightningModule):
         scheduler = self.lr_schedulers()
         output = self.model(batch)
         if not self._all_ranks_finite(output.loss):
-            self._skip("loss")
+            self._skip("losses")
             return None
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(output.loss)
@@ -119,7 +122,7 @@ class GS3Module(L.LightningModule):
         )
         if not self._all_ranks_finite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
-            self._skip("gradient norm")
+            self._skip("gradient norms")
             return None
         optimizer.step()
         scheduler.step()
@@ -150,8 +153,9 @@ class GS3Module(L.LightningModule):
         if self.global_rank != 0 or self.logger is None or not hasattr(self.logger, "experiment"):
             return
         grid = render_grid(batch["image"][0], output.color[0], output.depth[0], batch["depth"][0])
-        self.logger.experiment.add_image("train/real|rendered|rendered_depth|sensor_depth", grid,
-                                         self.global_step, dataformats="HWC")  # fmt: skip
+        self.logger.experiment.add_image(
+            "train/real|rendered|rendered_depth|sensor_depth", grid, self.global_step, dataformats="HWC"
+        )
 
     # --- checkpoint extras --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

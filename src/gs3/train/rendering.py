@@ -26,7 +26,9 @@ def load_model(checkpoint_path: str | os.PathLike, device: str = "cpu"):
     config = config_from_dict(checkpoint["gs3"]["config"])
     config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, lpips_weight=0.0))
     model = GS3(config)
-    state = {k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    state = {
+        k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)
+    }
     model.load_state_dict(state)
     return model.to(device).eval(), config
 
@@ -35,7 +37,9 @@ def positions_of(scene, frames: list[int]) -> list[int]:
     numbers = {scene.frame_index(position): position for position in range(len(scene))}
     missing = [f for f in frames if f not in numbers]
     if missing:
-        raise GS3Error(f"--frames: {missing} not in scene {scene.name} (frames {min(numbers)}..{max(numbers)})")
+        raise GS3Error(
+            f"--frames: {missing} not in scene {scene.name} (frames {min(numbers)}..{max(numbers)})"
+        )
     return [numbers[f] for f in frames]
 
 
@@ -82,7 +86,9 @@ def render_frames(
     for v, frame in enumerate(frames):
         _png(_rgb8(output.color[0, v]), out / f"render_{frame}.png")
         _png(_rgb8(batch["image"][0, v]), out / f"real_{frame}.png")
-        depth_mm = (output.depth[0, v].cpu().double() * 1000).round().clamp(0, 65535).numpy().astype(np.uint16)
+        depth_mm = (
+            (output.depth[0, v].cpu().double() * 1000).round().clamp(0, 65535).numpy().astype(np.uint16)
+        )
         _png(depth_mm, out / f"depth_{frame}.png")
         _png(_rgb8(colorize_depth(output.depth[0, v], max_depth)), out / f"depth_{frame}_color.png")
     grid = render_grid(batch["image"][0], output.color[0], output.depth[0], sensor)

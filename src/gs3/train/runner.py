@@ -7,7 +7,6 @@ torchrun (Lightning detects the torchrun environment and does not spawn processe
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ class PretrainSummary:
     out_dir: Path
 
     def line(self) -> str:
-        minutes, seconds = divmod(int(round(self.seconds)), 60)
+        minutes, seconds = divmod(round(self.seconds), 60)
         bad = sum(self.bad_samples.values())
         bad_text = f"{bad} bad samples skipped" + (
             " (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.bad_samples.items())) + ")" if bad else ""
@@ -149,12 +148,16 @@ def pretrain(
     ckpt_path = resolve_resume(resume, checkpoint_dir)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     # Lightning warns that a mid-epoch resume is unreliable for plain dataloaders; ours skips exactly.
-    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+    warnings.filterwarnings(
+        "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
+    )
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
     module = GS3Module(config)
     datamodule = GS3DataModule(config)
-    checkpointer = StepCheckpoint(checkpoint_dir, config.trainer.checkpoint_every, config.trainer.keep_checkpoints)
+    checkpointer = StepCheckpoint(
+        checkpoint_dir, config.trainer.checkpoint_every, config.trainer.keep_checkpoints
+    )
     trainer = build_trainer(config, out, [checkpointer])
     if trainer.is_global_zero:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)

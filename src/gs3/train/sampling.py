@@ -60,7 +60,7 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         self.start_batch = 0
 
     def resume_at(self, batches_done: int) -> None:
-        """Iteration starts after the first `batches_done` batches (they were consumed before the checkpoint)."""
+        """Iteration starts after the first `batches_done` batches (consumed before the checkpoint)."""
         self.start_batch = batches_done
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""Pictures of a training step: depth colourised, and the real | rendered | rendered depth | sensor depth grid."""
+"""Pictures of a training step: depth colourised; the real | rendered | rendered depth | sensor depth grid."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def render_grid(
 ) -> Float[Tensor, "gh gw 3"]:
     """One row per view: real | rendered | rendered depth | sensor depth (both depths on one scale)."""
     valid = sensor_depth > 0
-    max_depth = float(sensor_depth[valid].max()) if bool(valid.any()) else float(rendered_depth.max().clamp(min=1))
+    max_depth = (
+        float(sensor_depth[valid].max()) if bool(valid.any()) else float(rendered_depth.max().clamp(min=1))
+    )
     rows = [
         torch.cat(
             [

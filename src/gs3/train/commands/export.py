@@ -11,9 +11,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         required=True,
         choices=["pointcept", "mmdet3d", "torchvision"],
-        help="pointcept: SpUNet; mmdet3d: PointNet2SASSG (VoteNet) or ResNet-50 (ImVoxelNet); torchvision: ResNet-50",
+        help="pointcept: SpUNet; mmdet3d: PointNet2SASSG (VoteNet) or ResNet-50 (ImVoxelNet); "
+        "torchvision: ResNet-50",
     )
-    parser.add_argument("--out", required=True, metavar="FILE", help="output weights file (a FILE.json sidecar is written too)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="output weights file (a FILE.json sidecar is written too)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
