@@ -197,13 +197,19 @@ def _render(g: Gaussians, cameras: Cameras) -> torch.Tensor:
     return rasterize(g, cameras, backend="torch").color
 
 
+def calibration_ms() -> float:
+    """Milliseconds for a 10M-element float32 multiply: how busy the (shared) machine is right now."""
+    x = torch.rand(10_000_000)
+    return 1000 * timed(lambda: x * 3.0, 5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-dense", action="store_true")
     parser.add_argument(
-        "--dense-memory-gb", type=float, default=4.0, help="cap on the dense renderer's activations"
+        "--dense-memory-gb", type=float, default=3.0, help="cap on the dense renderer's activations"
     )
     args = parser.parse_args()
     if args.threads:
@@ -211,7 +217,8 @@ def main() -> None:
 
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"timings: median of {args.runs} runs after a warm-up; peak = process peak RSS so far\n")
+    print(f"timings: median of {args.runs} runs after a warm-up; peak = process peak RSS so far")
+    print(f"load probe: 10M-element float32 multiply {calibration_ms():.1f} ms at start\n")
     header = (
         f"{'case':<46} {'gaussians':>9} {'cams':>4} {'mode':<9} {'median s':>9} {'peak MB':>8} {'+MB':>7}"
     )
@@ -267,6 +274,7 @@ def main() -> None:
             f"forward+backward {dense_fb / ours_fb:.1f}x; "
             f"max |dense − ours| = {diff:.2e}"
         )
+    print(f"\nload probe: 10M-element float32 multiply {calibration_ms():.1f} ms at the end")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def one_thread():
 
 
 def room_points(num_points: int, size: float, generator: torch.Generator) -> torch.Tensor:
-    """Points on the floor and two walls of a size×size×size/2 corner: a surface, like back-projected depth."""
+    """Points on the floor and two walls of a size×size×size/2 corner: a surface, like depth points."""
     u = torch.rand(num_points, 2, generator=generator)
     plane = torch.randint(0, 3, (num_points,), generator=generator)
     zero = torch.zeros(num_points)
@@ -199,7 +199,7 @@ def test_strided_and_inverse_conv_match_dense_conv3d_and_transpose_forward_and_b
 
 @needs_spconv
 def test_multithreaded_cpu_conv_is_exact_on_a_real_sized_input() -> None:
-    """spconv's CPU scatter-add races between threads (see spconv_compat); this caught it ~every other call."""
+    """spconv's CPU scatter-add races between threads (see spconv_compat); this caught it in every run."""
     sp = require_spconv()
     coord, color, offset = two_sample_batch()
     voxels = voxelize(coord, color, offset, 0.05)
@@ -327,7 +327,7 @@ def test_load_backbone_state_dict_round_trip_prefixes_and_errors() -> None:
     result = target.load_backbone_state_dict(partial, strict=False)
     assert result.missing_keys == ["final.bias"] and result.unexpected_keys == ["extra.weight"]
     wrong_width = {**source.backbone_state_dict(), "conv_input.0.weight": torch.zeros(8, 5, 5, 5, 6)}
-    with pytest.raises(ConfigError, match="conv_input.0.weight"):
+    with pytest.raises(ConfigError, match=r"conv_input\.0\.weight"):
         target.load_backbone_state_dict(wrong_width)
 
 

@@ -161,13 +161,15 @@ class GS3(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Every sample's Gaussians into all its views: color (B,V,H,W,3), alpha (B,V,H,W), raw depth."""
         colors, alphas, depths = [], [], []
-        for index, sample_gaussians in enumerate(gaussians):
-            out = rasterize(
-                sample_gaussians, Cameras(K[index], cam_to_world[index], width, height), self.background
-            )
-            colors.append(out.color)
-            alphas.append(out.alpha[..., 0])
-            depths.append(out.depth[..., 0])
+        # Rasterization in float32 even under bf16 autocast: depth sorting, 2D covariances and compositing
+        # lose too much in 8 mantissa bits.
+        with torch.autocast(device_type=K.device.type, enabled=False):
+            for index, sample_gaussians in enumerate(gaussians):
+                cameras = Cameras(K[index].float(), cam_to_world[index].float(), width, height)
+                out = rasterize(sample_gaussians.to(torch.float32), cameras, self.background.float())
+                colors.append(out.color)
+                alphas.append(out.alpha[..., 0])
+                depths.append(out.depth[..., 0])
         return torch.stack(colors), torch.stack(alphas), torch.stack(depths)
 
     def forward(self, batch: dict[str, Any]) -> GS3Output:

@@ -7,10 +7,9 @@ Image encoder ("ResNet50"): forward(image (N,H,W,3)) -> (N,128,H,W).
 import importlib
 from pathlib import Path
 
-from gs3.encoders.registry import ENCODERS, build_encoder
-
 # sparse_unet imports spconv only when a network is built, so this import works without spconv.
-from gs3.encoders import sparse_unet  # noqa: E402, F401  (registers "SpUNet-v1m1")
+from gs3.encoders import sparse_unet  # noqa: F401  (registers "SpUNet-v1m1")
+from gs3.encoders.registry import ENCODERS, build_encoder
 
 # Importing a module registers its encoders. pointnet2.py and resnet.py are being written in parallel;
 # the existence check lets the package import until both land — replace it by plain imports then.

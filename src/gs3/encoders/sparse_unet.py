@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from gs3.encoders.registry import ENCODERS
 from gs3.encoders.spconv_compat import require_spconv
 from gs3.encoders.voxelize import voxelize
-from gs3.errors import ConfigError
+from gs3.errors import ConfigError, DataError
 
 # Layers that act on the features of a sparse tensor alone (everything else takes the sparse tensor).
 _FEATURE_WISE = (nn.BatchNorm1d, nn.ReLU, nn.Identity)
@@ -179,8 +179,11 @@ class SpUNetV1M1(nn.Module):
     ) -> Float[Tensor, "n d"]:
         if feat.ndim != 2 or feat.shape[1] != self.in_channels:
             raise ConfigError(
-                f"SpUNet-v1m1: feat has shape {tuple(feat.shape)} but the encoder has in_channels={self.in_channels}"
+                f"SpUNet-v1m1: feat has shape {tuple(feat.shape)}, "
+                f"but the encoder has in_channels={self.in_channels}"
             )
+        if coord.shape[0] == 0:
+            raise DataError("SpUNet-v1m1: the batch has no points (every sample is empty)")
         voxels = voxelize(coord, feat, offset, self.voxel_size)
         voxel_features = self.forward_voxels(voxels.grid_coord, voxels.batch, voxels.feat, voxels.batch_size)
         return voxel_features[voxels.inverse]
@@ -234,9 +237,10 @@ class SpUNetV1M1(nn.Module):
                 )
         result = self.load_state_dict(dict(state_dict), strict=False)
         if strict and (result.missing_keys or result.unexpected_keys):
+            missing, unexpected = result.missing_keys, result.unexpected_keys
             raise ConfigError(
-                f"SpUNet-v1m1: state dict mismatch: {len(result.missing_keys)} missing "
-                f"{result.missing_keys[:3]}, {len(result.unexpected_keys)} unexpected {result.unexpected_keys[:3]}"
+                f"SpUNet-v1m1: state dict mismatch: {len(missing)} missing {missing[:3]}, "
+                f"{len(unexpected)} unexpected {unexpected[:3]}"
             )
         return result
 

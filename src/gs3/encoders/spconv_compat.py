@@ -1,12 +1,13 @@
 """The one place gs3 imports spconv: a clear error when it is missing, and its two CPU fixes.
 
-1. Backward on CPU. spconv 2.x's CPU build computes sparse convolutions on the CPU, but `spconv.pytorch.ops.indice_conv_backward`
-asks `get_current_stream()` for the current CUDA stream unconditionally (the forward pass and the pair
-generation only ask when the tensors are on CUDA). `get_current_stream` is
-`torch.cuda.current_stream().cuda_stream`, which raises "Torch not compiled with CUDA enabled" on a CPU-only
-torch, so every backward pass through a sparse convolution fails on CPU. `ops` imports the function by
-name from `cppcore`, so it is replaced in both modules with one that returns stream 0 (the value spconv
-itself passes for CPU tensors elsewhere) when CUDA is absent and defers to spconv's own otherwise.
+1. Backward on CPU. spconv 2.x's CPU build computes sparse convolutions on the CPU, but
+`spconv.pytorch.ops.indice_conv_backward` asks `get_current_stream()` for the current CUDA stream
+unconditionally (the forward pass and the pair generation only ask when the tensors are on CUDA).
+`get_current_stream` is `torch.cuda.current_stream().cuda_stream`, which raises "Torch not compiled
+with CUDA enabled" on a CPU-only torch, so every backward pass through a sparse convolution fails on
+CPU. `ops` imports the function by name from `cppcore`, so it is replaced in both modules with one that
+returns stream 0 (the value spconv itself passes for CPU tensors elsewhere) when CUDA is absent and
+defers to spconv's own otherwise.
 
 2. A data race in the CPU scatter-add (spconv 2.3.8, csrc/sparse/gather.py `GatherCPU::scatter_add`): the
 OpenMP-parallel loop writes its row pointers `buf`/`out_ptr` into variables shared by all threads, so with

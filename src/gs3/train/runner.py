@@ -108,6 +108,10 @@ def resolve_resume(resume: str | None, checkpoint_dir: Path) -> str | None:
         return None
     if resume == "auto":
         found = latest_checkpoint(checkpoint_dir)
+        if found is None:
+            print(
+                f"gs3 pretrain: --resume auto: no checkpoint in {checkpoint_dir}, starting fresh", flush=True
+            )
         return str(found) if found else None
     if not Path(resume).is_file():
         raise GS3Error(f"--resume {resume}: checkpoint not found")
@@ -166,13 +170,15 @@ def pretrain(
     start = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     history = module.history or [(trainer.global_step, float("nan"), float("nan"))]
+    window = max(1, min(5, len(history) // 4))  # first/last figures: means over a few steps (batches vary)
+    first, last = history[:window], history[-window:]
     summary = PretrainSummary(
         steps=trainer.global_step,
         seconds=time.monotonic() - start,
-        first_loss=history[0][1],
-        first_psnr=history[0][2],
-        last_loss=history[-1][1],
-        last_psnr=history[-1][2],
+        first_loss=sum(h[1] for h in first) / window,
+        first_psnr=sum(h[2] for h in first) / window,
+        last_loss=sum(h[1] for h in last) / window,
+        last_psnr=sum(h[2] for h in last) / window,
         nonfinite_skipped=module.nonfinite_total,
         bad_samples=datamodule.bad_sample_counts(),
         checkpoint=(checkpoint_dir / LAST_NAME) if checkpointer.last_path else None,
