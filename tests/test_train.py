@@ -145,26 +145,27 @@ def fake_trained_checkpoint(config, path: Path) -> dict:
     return checkpoint
 
 
-EXPORTS = {
-    "pointcept": (SPUNET, "gs3_rgbd_spunet"),
-    "mmdet3d": (
-        "model.encoder={type: PointNet2SASSG, out_channels: 16, num_points: [32], radius: [0.4],"
-        " num_samples: [8], sa_channels: [[16, 16]], fp_channels: [], point_fp_channels: [[16]]}",
-        "gs3_rgbd_pointnet2",
+POINTNET2 = (
+    "model.encoder={type: PointNet2SASSG, out_channels: 16, num_points: [32], radius: [0.4],"
+    " num_samples: [8], sa_channels: [[16, 16]], fp_channels: [], point_fp_channels: [[16]]}"
+)
+RESNET50 = "model.encoder={type: ResNet50, out_channels: 16, full_resolution_channels: 8}"
+EXPORTS = [
+    pytest.param("pointcept", SPUNET, "gs3_rgbd_spunet", id="pointcept-spunet"),
+    pytest.param("mmdet3d", POINTNET2, "gs3_rgbd_pointnet2", id="mmdet3d-pointnet2"),
+    # ResNet-50 is 100 MB of weights to perturb, save and load: slow on a shared 2-core machine.
+    pytest.param(
+        "torchvision", RESNET50, "gs3_rgb_resnet50", id="torchvision-resnet50", marks=pytest.mark.slow
     ),
-    "torchvision": (
-        "model.encoder={type: ResNet50, out_channels: 16, full_resolution_channels: 8}",
-        "gs3_rgb_resnet50",
-    ),
-}
+    pytest.param("mmdet3d", RESNET50, "gs3_rgb_resnet50", id="mmdet3d-resnet50", marks=pytest.mark.slow),
+]
 
 
-@pytest.mark.parametrize("format", list(EXPORTS))
-def test_export_loads_into_a_fresh_encoder(tmp_path, format):
+@pytest.mark.parametrize(("format", "encoder_override", "name"), EXPORTS)
+def test_export_loads_into_a_fresh_encoder(tmp_path, format, encoder_override, name):
     from gs3.encoders import build_encoder
     from gs3.train.export import backbone_from_export, export_checkpoint, load_export
 
-    encoder_override, name = EXPORTS[format]
     config = load_config(name, ["loss.lpips_weight=0", encoder_override])
     checkpoint = fake_trained_checkpoint(config, tmp_path / "run.ckpt")
     sidecar = export_checkpoint(tmp_path / "run.ckpt", format, tmp_path / "encoder.pth")
