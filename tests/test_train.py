@@ -430,3 +430,33 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
 def _nan(output):
     output.loss = output.loss * float("nan")
     return output
+
+
+def test_render_writes_pngs_and_a_ply_of_the_predicted_gaussians(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from gs3.gaussians import load_ply
+    from gs3.train.data import prepare_synthetic, synthetic_root
+    from gs3.train.module import GS3Module
+    from gs3.train.rendering import render_frames
+
+    config = load_config("demo", tiny_overrides(tmp_path / "cache"))
+    prepare_synthetic(config)
+    module = GS3Module(config)
+    checkpoint = {"state_dict": module.state_dict(), "global_step": 0}
+    module.on_save_checkpoint(checkpoint)
+    ckpt.atomic_torch_save(checkpoint, tmp_path / "run.ckpt")
+    scene = synthetic_root(config) / "synthetic_0000"
+    line = render_frames(tmp_path / "run.ckpt", scene, [0, 2], tmp_path / "out")
+    assert "PSNR" in line
+    for frame in (0, 2):
+        color = np.asarray(Image.open(tmp_path / "out" / f"render_{frame}.png"))
+        assert color.shape == (16, 24, 3)
+        depth = Image.open(tmp_path / "out" / f"depth_{frame}.png")
+        assert depth.mode.startswith("I;16") and depth.size == (24, 16)
+    # mask ratio 0: one Gaussian (k = 1) per valid-depth pixel of both views
+    valid = sum(int((np.asarray(Image.open(scene / "depth" / f"{f}.png")) > 0).sum()) for f in (0, 2))
+    assert len(load_ply(tmp_path / "out" / "gaussians.ply")) == valid
+    with pytest.raises(GS3Error, match="not in scene"):
+        render_frames(tmp_path / "run.ckpt", scene, [0, 999], tmp_path / "out")

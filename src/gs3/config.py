@@ -215,10 +215,10 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     _check(o.epochs >= 1 or o.max_steps > 0, source, "optim.epochs", "must be >= 1 (or set optim.max_steps)")
     _check(o.grad_clip >= 0 and not math.isnan(o.grad_clip), source, "optim.grad_clip", "must be >= 0")
     _check(
-        t.precision in ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"),
+        t.precision in ("auto", "32-true", "bf16-mixed", "64-true"),
         source,
         "trainer.precision",
-        f"'{t.precision}' not auto|32-true|bf16-mixed|16-mixed|64-true",
+        f"'{t.precision}' not auto|32-true|bf16-mixed|64-true (no fp16: it needs loss scaling)",
     )
     _check(t.checkpoint_every >= 1, source, "trainer.checkpoint_every", "must be >= 1")
     _check(t.log_every >= 1 and t.image_every >= 1, source, "trainer.log_every/image_every", "must be >= 1")
