@@ -110,6 +110,13 @@ class GS3DataModule(L.LightningDataModule):
         if self.dataset is None:
             self.dataset = build_dataset(self.config, "train")
 
+    def total_batches(self, world_size: int = 1) -> int:
+        """Batches per rank in the whole run (what ResumableSampler yields)."""
+        if self.config.optim.max_steps > 0:
+            return self.config.optim.max_steps
+        per_epoch = max(1, len(self.dataset) // (self.config.data.batch_size * world_size))
+        return per_epoch * self.config.optim.epochs
+
     def train_dataloader(self) -> DataLoader:
         from gs3.data.collate import collate
 

@@ -70,7 +70,9 @@ class GS3Module(L.LightningModule):
     def total_steps(self) -> int:
         if self.config.optim.max_steps > 0:
             return self.config.optim.max_steps
-        return max(1, int(self.trainer.estimated_stepping_batches))
+        # Not trainer.estimated_stepping_batches: it would build the train dataloader before a checkpoint
+        # restores the data position. The data module knows the run's length from the dataset already.
+        return max(1, self.trainer.datamodule.total_batches(self.trainer.world_size))
 
     def configure_optimizers(self) -> Any:
         o = self.config.optim
@@ -174,4 +176,7 @@ class GS3Module(L.LightningModule):
         self.nonfinite_total = int(extras.get("nonfinite_total", 0))
         self.nonfinite_in_row = int(extras.get("nonfinite_in_row", 0))
         self.batches_done = self.resume_batches = int(extras.get("batches_done", 0))
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and getattr(datamodule, "sampler", None) is not None:
+            datamodule.sampler.resume_at(self.resume_batches)  # a loader built before the restore
         self.skipped_data = Counter(extras.get("skipped_data", {}))
