@@ -101,6 +101,7 @@ def test_spunet_point_offset_gradients_and_outputs(scenes):
     assert set(output.metrics) >= {"psnr", "depth_abs_rel", "depth_delta1"}
 
 
+@pytest.mark.slow
 def test_hidden_points_do_not_reach_the_encoder(scenes):
     """Changing the colour of hidden points must not change the prediction (the mask is real)."""
     config = tiny_config("spunet", scenes)

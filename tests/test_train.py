@@ -460,3 +460,20 @@ def test_render_writes_pngs_and_a_ply_of_the_predicted_gaussians(tmp_path):
     assert len(load_ply(tmp_path / "out" / "gaussians.ply")) == valid
     with pytest.raises(GS3Error, match="not in scene"):
         render_frames(tmp_path / "run.ckpt", scene, [0, 999], tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_resume_of_an_epoch_based_run_crosses_epochs_exactly(tmp_path):
+    """optim.epochs (no max_steps) as the paper configs: the schedule length comes from the dataset and a
+    resumed run continues the data order across the epoch boundary."""
+    config = write_config(tmp_path, ["optim.max_steps=-1", "optim.epochs=2", "trainer.checkpoint_every=3"])
+    finish(run_cli(["pretrain", "--config", str(config), "--out", str(tmp_path / "a")]))
+    step3 = tmp_path / "a" / "checkpoints" / "step-00000003.ckpt"
+    output = finish(
+        run_cli(["pretrain", "--config", str(config), "--out", str(tmp_path / "b"), "--resume", str(step3)])
+    )
+    assert "gs3 pretrain: 8 steps" in output  # 2 scenes × 2 samples per scene, batch 1, 2 epochs
+    a = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=False)
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 8
+    assert_same_weights(a["state_dict"], b["state_dict"])

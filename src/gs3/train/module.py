@@ -98,7 +98,7 @@ class GS3Module(L.LightningModule):
         self.nonfinite_total += 1
         self.nonfinite_in_row += 1
         limit = self.config.trainer.max_nonfinite_in_row
-        self.log("train/nonfinite_skipped", float(self.nonfinite_total), rank_zero_only=True)
+        self._write_scalars({"train/nonfinite_skipped": float(self.nonfinite_total)})
         if self.nonfinite_in_row >= limit:
             raise NonFiniteLossError(
                 f"{self.nonfinite_in_row} non-finite {what} in a row at step {self.global_step} "
@@ -126,14 +126,15 @@ class GS3Module(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self._skip("gradient norms")
             return None
+        lr = self._lr()  # the rate this step uses (the scheduler moves it on below)
         optimizer.step()
         scheduler.step()
         self.nonfinite_in_row = 0
-        self._log_step(output, batch, grad_norm)
+        self._log_step(output, batch, grad_norm, lr)
         return output.loss.detach()
 
     # --- logging ------------------------------------------------------------------------------------------
-    def _log_step(self, output: Any, batch: dict[str, Any], grad_norm: Tensor) -> None:
+    def _log_step(self, output: Any, batch: dict[str, Any], grad_norm: Tensor, lr: float) -> None:
         batch_size = int(batch["image"].shape[0])
         loss = float(output.loss.detach())
         psnr = float(output.metrics["psnr"].detach()) if "psnr" in output.metrics else float("nan")
@@ -141,12 +142,18 @@ class GS3Module(L.LightningModule):
         self.log("loss", loss, prog_bar=True, batch_size=batch_size, logger=False)
         self.log("psnr", psnr, prog_bar=True, batch_size=batch_size, logger=False)
         if self.global_step % self.config.trainer.log_every == 0 or self.global_step == 1:
-            scalars = {"train/loss": loss, "train/grad_norm": float(grad_norm), "train/lr": self._lr()}
+            scalars = {"train/loss": loss, "train/grad_norm": float(grad_norm), "train/lr": lr}
             scalars |= {f"train/{k}": float(v.detach()) for k, v in output.terms.items()}
             scalars |= {f"train/{k}": float(v.detach()) for k, v in output.metrics.items()}
-            self.log_dict(scalars, batch_size=batch_size, rank_zero_only=True)
+            self._write_scalars(scalars)
         if self.global_step % self.config.trainer.image_every == 0 or self.global_step == 1:
             self._log_images(output, batch)
+
+    def _write_scalars(self, scalars: dict[str, float]) -> None:
+        # Straight to the logger at the optimizer step: Lightning's self.log would repeat stale values
+        # at every step under manual optimisation.
+        if self.global_rank == 0 and self.logger is not None:
+            self.logger.log_metrics(scalars, step=self.global_step)
 
     def _lr(self) -> float:
         return float(self.optimizers().param_groups[0]["lr"])

@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -186,4 +187,9 @@ def pretrain(
     )
     if trainer.is_global_zero:
         print(summary.line(), flush=True)
+    if dist.is_available() and dist.is_initialized():
+        # Lightning leaves its process group up; tearing it down here lets every rank exit cleanly (an
+        # un-destroyed gloo group can abort a rank at interpreter exit).
+        dist.barrier()
+        dist.destroy_process_group()
     return summary
