@@ -22,7 +22,9 @@ SUBCOMMANDS = {
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(prog="gs3", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="gs3", description="GS³ pre-training of 2D/3D encoders by rendering predicted 3D Gaussians."
+    )
     parser.add_argument("--version", action="version", version=f"gs3 {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules: dict[str, object] = {}

@@ -1,0 +1,152 @@
+"""Overfit GS³ on one real pair (issue 5's figure): does the model fit its input views?
+
+    python benchmarks/overfit_pair.py --setup spunet --steps 600          # SR-UNet + point-offset head
+    python benchmarks/overfit_pair.py --setup resnet --steps 600          # ResNet-50 + depth-bin head
+
+One batch: frames 0 and 5 of a real scene (default /work/shared/data/scannet_format/redkitchen_a) at
+160×120, built with gs3.data (build_sample + collate) with a fixed, seeded 50 % mask and no rotation
+augmentation. AdamW on that batch for --steps steps, λ_LPIPS = 0 (MSE only: the VGG weights are not
+available offline). The adapter's max_scale is 3 pixel footprints (default 15) to keep the CPU rasterizer
+fast; this bounds how large a Gaussian may grow, so it can only make the fit harder, not easier.
+Every --every steps: loss, PSNR of the renders of both input views (full images, hidden pixels included),
+AbsRel and δ<1.25 of the rendered depth (where alpha > 0.5) against sensor depth, seconds elapsed.
+Targets (issue 5): spunet ≥ 28 dB within 600 steps; resnet ≥ 22 dB with AbsRel ≤ 0.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gs3.config import load_config
+from gs3.data import SampleConfig, build_sample, collate, open_scene
+from gs3.model import GS3
+
+DEFAULT_SCENE = "/work/shared/data/scannet_format/redkitchen_a"
+SETUPS = {
+    "spunet": ("gs3_rgbd_spunet", "point_offset", 28.0, None),
+    "resnet": ("gs3_rgb_resnet50", "depth_bin", 22.0, 0.15),
+}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def build_pair_batch(scene_path: str, frames: tuple[int, int], size: tuple[int, int], seed: int) -> dict:
+    """The one batch (B=1, V=2) in the collated format, fixed seeded point mask, no augmentation."""
+    scene = open_scene(scene_path)
+    sample_config = SampleConfig(num_views=2, resolution=size, augment=False, mask_ratio=0.5)
+    views = [scene.frame(position, sample_config.resolution) for position in frames]
+    sample = build_sample(views, sample_config, np.random.default_rng(seed), Path(scene_path).name)
+    return collate([sample])
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setup", choices=sorted(SETUPS), default="spunet")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 (spunet), 3e-4 (resnet)")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--scene", default=DEFAULT_SCENE)
+    parser.add_argument("--frames", type=int, nargs=2, default=[0, 5])
+    parser.add_argument("--width", type=int, default=160)
+    parser.add_argument("--height", type=int, default=120)
+    parser.add_argument("--max-scale", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-limit", type=float, default=0.0, help="stop after N seconds (0: none)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    config_name, head, psnr_target, abs_rel_target = SETUPS[args.setup]
+    lr = args.lr if args.lr is not None else (1e-3 if args.setup == "spunet" else 3e-4)
+    config = load_config(
+        config_name,
+        [
+            f"model.head={head}",
+            f"model.head_kwargs={{max_scale: {args.max_scale}}}",
+            "loss.lpips_weight=0",
+            f"data.width={args.width}",
+            f"data.height={args.height}",
+        ],
+    )
+    device = torch.device(args.device)
+    batch = build_pair_batch(args.scene, tuple(args.frames), (args.width, args.height), args.seed)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    model = GS3(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+
+    print(f"# {' '.join(sys.argv)}")
+    print(
+        f"# machine: {cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"device {device}"
+    )
+    print(
+        f"# scene {args.scene} frames {args.frames} at {args.width}x{args.height}; "
+        f"points {batch['coord'].shape[0]} (visible {int(batch['point_visible'].sum())}); "
+        f"encoder {config.model.encoder['type']} head {head} lr {lr} max_scale {args.max_scale} lpips 0"
+    )
+    print(f"{'step':>5} {'loss':>9} {'psnr':>7} {'absrel':>7} {'d<1.25':>7} {'gauss':>7} {'sec':>7}")
+    start = time.perf_counter()
+    best_psnr, last = -1.0, None
+    steps_done = 0
+    for step in range(1, args.steps + 1):
+        output = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        optimizer.step()
+        steps_done = step
+        m = {k: float(v) for k, v in output.metrics.items()}  # metrics of the renders before this update
+        best_psnr = max(best_psnr, m["psnr"])
+        last = (float(output.loss.detach()), m)
+        elapsed = time.perf_counter() - start
+        stop = args.time_limit > 0 and elapsed > args.time_limit
+        if step % args.every == 0 or step == 1 or step == args.steps or stop:
+            print(
+                f"{step:5d} {last[0]:9.5f} {m['psnr']:7.2f} {m['depth_abs_rel']:7.4f} "
+                f"{m['depth_delta1']:7.4f} {int(m['num_gaussians']):7d} {elapsed:7.1f}",
+                flush=True,
+            )
+        if stop:
+            break
+    elapsed = time.perf_counter() - start
+    m = last[1]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    target = f">= {psnr_target} dB" + (f", AbsRel <= {abs_rel_target}" if abs_rel_target else "")
+    print()
+    header = "| setup | steps | final PSNR | best PSNR | AbsRel | δ<1.25 | s/step | target | peak RSS "
+    header += "| machine |"
+    print(header)
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.setup} ({config.model.encoder['type']} + {head}, lr {lr}) | {steps_done} "
+        f"| {m['psnr']:.2f} | {best_psnr:.2f} | {m['depth_abs_rel']:.4f} | {m['depth_delta1']:.4f} "
+        f"| {elapsed / steps_done:.2f} | "
+        f"{target} | {peak:.2f} GiB (process) | {cpu_model()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {device} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
