@@ -82,7 +82,10 @@ def test_rotating_world_and_cameras_together_keeps_pixels(cameras):
     angle = 0.7
     rotation = torch.eye(4, dtype=torch.float64)
     rotation[:2, :2] = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    points = torch.randn(3, 50, 3, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.rand(3, 50, 2, generator=generator, dtype=torch.float64) * 400
+    depth = torch.rand(3, 50, generator=generator, dtype=torch.float64) * 4 + 0.5
+    points = cameras.pixels_to_world(pixels, depth)  # in front of their cameras
     rotated_points = points @ rotation[:3, :3].T
     uv, z = cameras.world_to_pixels(points)
     uv_r, z_r = cameras.transformed(rotation).world_to_pixels(rotated_points)
