@@ -26,22 +26,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from gs3.data import GS3Dataset, SampleConfig, collate, parse_resolution
+from machine_info import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SOURCES = {
     "exported": DATA / "scannet_format" / "redkitchen_a",
     "sens": DATA / "sens" / "redkitchen_b.sens",
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:

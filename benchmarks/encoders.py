@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gs3.cameras import Cameras, pixel_centers
+from machine_info import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCENE = "scannet_format/redkitchen_a"
@@ -172,16 +172,6 @@ def cpu_peak_rss_growth(data: Path, name: str) -> float:
     one_pass(model, inputs, {})
     after = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (after - before) / 1024  # KiB -> MiB
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

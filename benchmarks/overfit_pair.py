@@ -16,7 +16,6 @@ Targets (issue 5): spunet ≥ 28 dB within 600 steps; resnet ≥ 22 dB with AbsR
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import sys
 import time
@@ -28,23 +27,13 @@ import torch
 from gs3.config import load_config
 from gs3.data import SampleConfig, build_sample, collate, open_scene
 from gs3.model import GS3
+from machine_info import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 DEFAULT_SCENE = "/work/shared/data/scannet_format/redkitchen_a"
 SETUPS = {
     "spunet": ("gs3_rgbd_spunet", "point_offset", 28.0, None),
     "resnet": ("gs3_rgb_resnet50", "depth_bin", 22.0, 0.15),
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_pair_batch(scene_path: str, frames: tuple[int, int], size: tuple[int, int], seed: int) -> dict:

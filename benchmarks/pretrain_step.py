@@ -16,25 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
+from machine_info import cpu_model  # benchmarks/ is on sys.path when a script runs
+
 PAPER_CONFIGS = ("gs3_rgbd_spunet", "gs3_rgbd_pointnet2", "gs3_rgb_resnet50")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure_one(args: argparse.Namespace) -> dict:

@@ -13,8 +13,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import _load as lightning_load
@@ -51,15 +52,15 @@ def _default_mode() -> int:
     return 0o666 & ~umask  # what open() would have given; mkstemp creates files 0600
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to `path` atomically: temp file in the same folder + fsync + os.replace."""
+def _atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> None:
+    """Write `path` atomically: temp file in the same folder + fsync + os.replace (+ fsync of the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         os.chmod(tmp, _default_mode())
-        with os.fdopen(fd, "wb") as file:
-            _write_checkpoint_file(obj, file)
+        with os.fdopen(fd, mode) as file:
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -69,20 +70,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     _fsync_dir(path.parent)
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to `path` atomically."""
+    _atomic_write(path, "wb", lambda file: _write_checkpoint_file(obj, file))
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    try:
-        os.chmod(tmp, _default_mode())
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, "w", lambda file: file.write(text))
 
 
 def atomic_link(source: Path, destination: Path) -> None:
