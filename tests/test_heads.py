@@ -59,7 +59,7 @@ def make_head(k: int = 2, spacing: str = "disparity", **kwargs) -> DepthBinHead:
     head = DepthBinHead(C, near=0.5, far=10.0, num_bins=16, k=k, spacing=spacing, **kwargs)
     with torch.no_grad():  # spread the logits and offsets so bins and offsets differ from pixel to pixel
         head.mlp[2].weight.mul_(30.0)
-    return head
+    return head.eval()  # top-k bins; drawing them in training is tested on its own
 
 
 # ------------------------------------------------------------------------------------------ adapter
@@ -162,14 +162,41 @@ def test_means_lie_on_pixel_rays_inside_their_bins(setup, spacing):
     torch.testing.assert_close(dense.opacities[..., 0], dense.probabilities.max(dim=-1).values)
 
 
-def test_small_case_by_hand():
-    head = DepthBinHead(4, near=1.0, far=5.0, num_bins=4, k=2, adapter=GaussianAdapter(sh_degree=0))
+def hand_made_head(k: int) -> DepthBinHead:
+    """Every pixel: p = (1, 2, 5, 1) / 9 over bins with disparity edges 1 … 0.2; offsets 0.5."""
+    head = DepthBinHead(4, near=1.0, far=5.0, num_bins=4, k=k, adapter=GaussianAdapter(sh_degree=0))
     with torch.no_grad():
         head.mlp[2].weight.zero_()
         bias = torch.zeros_like(head.mlp[2].bias)
-        bias[:4] = torch.tensor([0.0, math.log(2.0), math.log(5.0), 0.0])  # logits → p = (1, 2, 5, 1) / 9
-        bias[4:8] = torch.tensor([0.0, 0.0, 0.0, 0.0])  # offsets sigmoid(0) = 0.5: bin middles
-        head.mlp[2].bias.copy_(bias)
+        bias[:4] = torch.tensor([0.0, math.log(2.0), math.log(5.0), 0.0])
+        head.mlp[2].bias.copy_(bias)  # offsets raw 0 → sigmoid 0.5: bin middles
+    return head
+
+
+def test_training_draws_bins_in_proportion_to_probability():
+    head = hand_made_head(k=1).train()
+    K = torch.tensor([[10.0, 0, 50.0], [0, 10.0, 50.0], [0, 0, 1]])
+    cameras = Cameras(K[None, None], torch.eye(4)[None, None], 100, 100)
+    torch.manual_seed(6)
+    dense = head.dense(torch.zeros(1, 1, 4, 100, 100), cameras)
+    frequency = torch.bincount(dense.bin_index.flatten(), minlength=4).double() / 10_000
+    # 10,000 draws: each frequency within 4 standard deviations (≤ 0.02) of p
+    probability = torch.tensor([1.0, 2.0, 5.0, 1.0]) / 9
+    torch.testing.assert_close(frequency, probability.double(), atol=0.02, rtol=0)
+    torch.testing.assert_close(dense.opacities[..., 0], probability[dense.bin_index[..., 0]])
+    # k = 3 draws without replacement; sampling off → the top-k even in training
+    head3 = hand_made_head(k=3).train()
+    index3 = head3.dense(torch.zeros(1, 1, 4, 100, 100), cameras).bin_index.reshape(-1, 3)
+    assert bool((index3.sort(dim=-1).values.diff(dim=-1) > 0).all())
+    assert len({tuple(row) for row in index3.tolist()}) > 4
+    head3.sample_in_training = False
+    top = head3.dense(torch.zeros(1, 1, 4, 2, 2), Cameras(K[None, None], torch.eye(4)[None, None], 2, 2))
+    for row in top.bin_index.reshape(-1, 3).tolist():  # bins 0 and 3 tie for third
+        assert row[:2] == [2, 1] and row[2] in (0, 3)
+
+
+def test_small_case_by_hand():
+    head = hand_made_head(k=2).eval()
     K = torch.tensor([[10.0, 0, 1.0], [0, 10.0, 1.0], [0, 0, 1]])
     cameras = Cameras(K[None, None], torch.eye(4)[None, None], 2, 2)
     dense = head.dense(torch.zeros(1, 1, 4, 2, 2), cameras)

@@ -91,8 +91,13 @@ class DepthBinHead(nn.Module):
     and wide far away, where the same relative error costs little; it also makes bins equally wide in
     epipolar-line pixels, and it is how pixelSplat samples depth. `spacing="depth"` gives uniform depth bins.
 
-    Per pixel: the top-k bins of the softmax (deterministic) are each refined by an offset in [0, 1]
-    (sigmoid; 0 = the near edge of the bin, interpolated in the spacing's variable). The mean is
+    Per pixel, k distinct bins are chosen: in training (`sample_in_training`, default) they are *drawn*
+    from the softmax (Gumbel top-k, i.e. sampling without replacement), at evaluation they are the top-k.
+    Drawing is pixelSplat's choice and it matters: opacity only passes gradient to the chosen bin, so with
+    a deterministic top-k a pixel keeps the bin that happened to win at initialisation and its depth can
+    only move within it; drawn bins let every depth be tried and the ones that render both views well
+    gain probability. Each chosen bin is refined by an offset in [0, 1] (sigmoid; 0 = the near edge of the
+    bin, interpolated in the spacing's variable). The mean is
     `centre + z · dir` with dir the pixel's ray scaled to camera-space z = 1, so its camera depth is z.
     Opacity is the chosen bin's probability (mapped by `pdf_to_opacity`, identity by default), so the loss
     reaches every depth logit through the softmax; with `learned_opacity` it is additionally multiplied by
@@ -111,6 +116,7 @@ class DepthBinHead(nn.Module):
         spacing: str = "disparity",
         learned_opacity: bool = False,
         opacity_exponent: float = 1.0,
+        sample_in_training: bool = True,
         hidden_channels: int | None = None,
     ) -> None:
         super().__init__()
@@ -126,6 +132,7 @@ class DepthBinHead(nn.Module):
         self.spacing = spacing
         self.learned_opacity = learned_opacity
         self.opacity_exponent = float(opacity_exponent)
+        self.sample_in_training = sample_in_training
         self.adapter = adapter or GaussianAdapter()
         self.raw_per_gaussian = self.adapter.raw_channels(with_opacity=learned_opacity)
         out_channels = 2 * num_bins + k * self.raw_per_gaussian  # logits, per-bin offsets, k raw Gaussians
@@ -141,6 +148,13 @@ class DepthBinHead(nn.Module):
             return self.near + (self.far - self.near) * fraction
         return 1.0 / (1.0 / self.near + (1.0 / self.far - 1.0 / self.near) * fraction)
 
+    def choose_bins(self, logits: Float[Tensor, "*batch z"]) -> Int[Tensor, "*batch k"]:
+        """k distinct bins per pixel: drawn ∝ softmax(logits) in training (Gumbel top-k), else the top-k."""
+        if self.training and self.sample_in_training:
+            uniform = torch.rand_like(logits).clamp_(1e-12, 1.0 - 1e-7)
+            logits = logits - torch.log(-torch.log(uniform))  # + Gumbel(0, 1) noise
+        return logits.topk(self.k, dim=-1).indices
+
     def dense(self, features: Float[Tensor, "b v c h w"], cameras: Cameras) -> PixelGaussians:
         """k Gaussians for every pixel (no masking). `cameras` (B, V) at the features' resolution."""
         b, v, _, h, w = features.shape
@@ -155,7 +169,8 @@ class DepthBinHead(nn.Module):
         raw_gaussians = raw[..., 2 * z :].unflatten(-1, (self.k, self.raw_per_gaussian))
 
         probabilities = torch.softmax(logits, dim=-1)
-        top_probability, bin_index = probabilities.topk(self.k, dim=-1)
+        bin_index = self.choose_bins(logits.detach())
+        bin_probability = torch.gather(probabilities, -1, bin_index)
         offsets = torch.sigmoid(torch.gather(raw_offsets, -1, bin_index))
         depths = self._depth_at((bin_index + offsets) / z)
 
@@ -163,7 +178,7 @@ class DepthBinHead(nn.Module):
         means = cameras.centers[:, :, None, None, None, :] + depths[..., None] * directions[..., None, :]
         footprint = pixel_footprint(depths, focal_pixels(cameras.K)[:, :, None, None, None])
         mapped = self.adapter(raw_gaussians, footprint, with_opacity=self.learned_opacity)
-        opacities = pdf_to_opacity(top_probability, self.opacity_exponent)
+        opacities = pdf_to_opacity(bin_probability, self.opacity_exponent)
         if self.learned_opacity:
             opacities = opacities * mapped["opacities"]
         camera_rotation = rotmat_to_quat(cameras.cam_to_world[..., :3, :3])[:, :, None, None, None, :]
