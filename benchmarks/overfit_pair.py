@@ -35,15 +35,17 @@ from machine_info import cpu_model  # benchmarks/ is on sys.path when a script r
 
 DEFAULT_SCENE = "/work/shared/data/scannet_format/redkitchen_a"
 SETUPS = {
-    "spunet": ("gs3_rgbd_spunet", "point_offset", 28.0, None),
-    "resnet": ("gs3_rgb_resnet50", "depth_bin", 22.0, 0.15),
+    "spunet": ("gs3_rgbd_spunet", "point_offset", "point", 28.0, None),
+    "resnet": ("gs3_rgb_resnet50", "depth_bin", "patch", 22.0, 0.15),
 }
 
 
-def build_pair_batch(scene_path: str, frames: tuple[int, int], size: tuple[int, int], seed: int) -> dict:
-    """The one batch (B=1, V=2) in the collated format, fixed seeded point mask, no augmentation."""
+def build_pair_batch(
+    scene_path: str, frames: tuple[int, int], size: tuple[int, int], seed: int, mask: dict
+) -> dict:
+    """The one batch (B=1, V=2) in the collated format, fixed seeded 50 % mask, no augmentation."""
     scene = open_scene(scene_path)
-    sample_config = SampleConfig(num_views=2, resolution=size, augment=False, mask_ratio=0.5)
+    sample_config = SampleConfig(num_views=2, resolution=size, augment=False, mask_ratio=0.5, **mask)
     views = [scene.frame(position, sample_config.resolution) for position in frames]
     sample = build_sample(views, sample_config, np.random.default_rng(seed), Path(scene_path).name)
     return collate([sample])
@@ -70,10 +72,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--height", type=int, default=120)
     parser.add_argument("--max-scale", type=float, default=3.0)
-    parser.add_argument("--opacity-exponent", type=float, default=1.0, help="depth-bin head's pdf → opacity")
+    parser.add_argument(
+        "--head-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra head setting, e.g. opacity_exponent=4 or initial_prior=log_uniform_depth (repeatable)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mask-unit", choices=["point", "pixel", "patch"], default=None)
+    parser.add_argument("--mask-patch-size", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=0.0, help="stop after N seconds (0: none)")
     return parser.parse_args()
 
@@ -82,11 +92,11 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    config_name, head, psnr_target, abs_rel_target = SETUPS[args.setup]
+    config_name, head, mask_unit, psnr_target, abs_rel_target = SETUPS[args.setup]
     lr = args.lr if args.lr is not None else (1e-3 if args.setup == "spunet" else 3e-4)
-    head_kwargs = f"max_scale: {args.max_scale}"
-    if head == "depth_bin":
-        head_kwargs += f", opacity_exponent: {args.opacity_exponent}"
+    head_kwargs = ", ".join(
+        [f"max_scale: {args.max_scale}"] + [o.replace("=", ": ", 1) for o in args.head_option]
+    )
     config = load_config(
         config_name,
         [
@@ -98,7 +108,8 @@ def main() -> None:
         ],
     )
     device = torch.device(args.device)
-    batch = build_pair_batch(args.scene, tuple(args.frames), (args.width, args.height), args.seed)
+    mask = {"mask_unit": args.mask_unit or mask_unit, "mask_patch_size": args.mask_patch_size}
+    batch = build_pair_batch(args.scene, tuple(args.frames), (args.width, args.height), args.seed, mask)
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     model = GS3(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
@@ -111,7 +122,7 @@ def main() -> None:
     print(
         f"# scene {args.scene} frames {args.frames} at {args.width}x{args.height}; "
         f"points {batch['coord'].shape[0]} (visible {int(batch['point_visible'].sum())}); "
-        f"encoder {config.model.encoder['type']} head {head} ({head_kwargs}) lr {lr} lpips 0"
+        f"encoder {config.model.encoder['type']} head {head} ({head_kwargs}) lr {lr} lpips 0; mask {mask}"
     )
     print(f"{'step':>5} {'loss':>9} {'psnr':>7} {'absrel':>7} {'d<1.25':>7} {'gauss':>7} {'sec':>7}")
     start = time.perf_counter()

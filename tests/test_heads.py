@@ -304,6 +304,20 @@ def test_head_registry_and_config_errors():
         DepthBinHead(4, near=2.0, far=1.0)
     with pytest.raises(ConfigError, match="spacing"):
         DepthBinHead(4, near=1.0, far=2.0, spacing="log")
+    with pytest.raises(ConfigError, match="initial_prior"):
+        DepthBinHead(4, near=1.0, far=2.0, initial_prior="flat")
+
+
+def test_log_uniform_prior_before_training():
+    head = DepthBinHead(4, near=0.2, far=10.0, num_bins=64, initial_prior="log_uniform_depth")
+    with torch.no_grad():  # the last layer's weights start small: its bias is the starting distribution
+        head.mlp[2].weight.zero_()
+        p = head.dense(torch.randn(1, 1, 4, 1, 1), make_cameras(1, 1, 1, 1).to(torch.float32)).probabilities
+    p = p.reshape(-1).double()
+    edges = head.bin_edges()
+    # mass of each bin = its share of log(far / near); half of it below sqrt(near · far) = 1.414 m
+    torch.testing.assert_close(p, (edges[1:] / edges[:-1]).log() / math.log(50.0), rtol=1e-5, atol=0)
+    assert abs(float(p[edges[1:] <= math.sqrt(2.0)].sum()) - 0.5) < float(p.max())
 
 
 # ------------------------------------------------------------------------------------------ point-offset head

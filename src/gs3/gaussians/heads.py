@@ -27,6 +27,7 @@ from gs3.registry import Registry
 HEADS = Registry("gaussian head")
 
 DEPTH_SPACINGS = ("disparity", "depth")
+DEPTH_PRIORS = ("uniform_bins", "log_uniform_depth")
 
 
 def _mlp(in_channels: int, hidden_channels: int, out_channels: int, out_gain: float) -> nn.Sequential:
@@ -103,6 +104,11 @@ class DepthBinHead(nn.Module):
     reaches every depth logit through the softmax; with `learned_opacity` it is additionally multiplied by
     a sigmoid predicted per Gaussian. Rotations are predicted in the camera frame and turned into the world
     frame (R_world = R_cam_to_world · R_cam); SH coefficients are taken as world-frame coefficients.
+
+    `initial_prior` sets the logits' bias, i.e. the depth distribution before any training: equal mass
+    per bin (`uniform_bins`), or uniform in log-depth (`log_uniform_depth`: mass ∝ log(upper / lower edge),
+    the scale-free prior, half the mass below √(near·far)). With disparity bins the first puts half the
+    mass closer than 2 × near, where a misplaced Gaussian lies in front of everything in the other views.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class DepthBinHead(nn.Module):
         learned_opacity: bool = False,
         opacity_exponent: float = 1.0,
         sample_in_training: bool = True,
+        initial_prior: str = "uniform_bins",
         hidden_channels: int | None = None,
     ) -> None:
         super().__init__()
@@ -126,6 +133,10 @@ class DepthBinHead(nn.Module):
             raise ConfigError(f"head.spacing={spacing!r}: must be one of {', '.join(DEPTH_SPACINGS)}")
         if not 1 <= k <= num_bins:
             raise ConfigError(f"head.k={k}: must be between 1 and num_bins={num_bins}")
+        if initial_prior not in DEPTH_PRIORS:
+            raise ConfigError(
+                f"head.initial_prior={initial_prior!r}: must be one of {', '.join(DEPTH_PRIORS)}"
+            )
         if opacity_exponent < 1:
             raise ConfigError(f"head.opacity_exponent={opacity_exponent}: must be >= 1")
         self.near, self.far, self.num_bins, self.k = float(near), float(far), num_bins, k
@@ -137,6 +148,9 @@ class DepthBinHead(nn.Module):
         self.raw_per_gaussian = self.adapter.raw_channels(with_opacity=learned_opacity)
         out_channels = 2 * num_bins + k * self.raw_per_gaussian  # logits, per-bin offsets, k raw Gaussians
         self.mlp = _mlp(in_channels, hidden_channels or in_channels, out_channels, out_gain=0.1)
+        if initial_prior == "log_uniform_depth":
+            with torch.no_grad():
+                self.mlp[2].bias[:num_bins] = self.bin_edges().log().diff().log().float()
 
     def bin_edges(self) -> Float[Tensor, " z_plus_1"]:
         """Depths of the Z + 1 bin edges, near to far (float64)."""
