@@ -35,8 +35,8 @@ from machine_info import cpu_model  # benchmarks/ is on sys.path when a script r
 
 DEFAULT_SCENE = "/work/shared/data/scannet_format/redkitchen_a"
 SETUPS = {
-    "spunet": ("gs3_rgbd_spunet", "point_offset", "point", 28.0, None),
-    "resnet": ("gs3_rgb_resnet50", "depth_bin", "patch", 22.0, 0.15),
+    "spunet": ("gs3_rgbd_spunet", "point_offset", 28.0, None),
+    "resnet": ("gs3_rgb_resnet50", "depth_bin", 22.0, 0.15),
 }
 
 
@@ -64,7 +64,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", choices=sorted(SETUPS), default="spunet")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 (spunet), 3e-4 (resnet)")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--scene", default=DEFAULT_SCENE)
@@ -82,7 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mask-unit", choices=["point", "pixel", "patch"], default=None)
+    parser.add_argument("--mask-unit", choices=["point", "pixel", "patch"], default="point")
     parser.add_argument("--mask-patch-size", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=0.0, help="stop after N seconds (0: none)")
     return parser.parse_args()
@@ -92,8 +92,8 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    config_name, head, mask_unit, psnr_target, abs_rel_target = SETUPS[args.setup]
-    lr = args.lr if args.lr is not None else (1e-3 if args.setup == "spunet" else 3e-4)
+    config_name, head, psnr_target, abs_rel_target = SETUPS[args.setup]
+    lr = args.lr
     head_kwargs = ", ".join(
         [f"max_scale: {args.max_scale}"] + [o.replace("=", ": ", 1) for o in args.head_option]
     )
@@ -108,7 +108,7 @@ def main() -> None:
         ],
     )
     device = torch.device(args.device)
-    mask = {"mask_unit": args.mask_unit or mask_unit, "mask_patch_size": args.mask_patch_size}
+    mask = {"mask_unit": args.mask_unit, "mask_patch_size": args.mask_patch_size}
     batch = build_pair_batch(args.scene, tuple(args.frames), (args.width, args.height), args.seed, mask)
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     model = GS3(config).to(device).train()
