@@ -93,7 +93,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config_name, head, psnr_target, abs_rel_target = SETUPS[args.setup]
-    lr = args.lr
     head_kwargs = ", ".join(
         [f"max_scale: {args.max_scale}"] + [o.replace("=", ": ", 1) for o in args.head_option]
     )
@@ -112,7 +111,7 @@ def main() -> None:
     batch = build_pair_batch(args.scene, tuple(args.frames), (args.width, args.height), args.seed, mask)
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     model = GS3(config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
     print(f"# {' '.join(sys.argv)}")
     print(
@@ -122,7 +121,8 @@ def main() -> None:
     print(
         f"# scene {args.scene} frames {args.frames} at {args.width}x{args.height}; "
         f"points {batch['coord'].shape[0]} (visible {int(batch['point_visible'].sum())}); "
-        f"encoder {config.model.encoder['type']} head {head} ({head_kwargs}) lr {lr} lpips 0; mask {mask}"
+        f"encoder {config.model.encoder['type']} head {head} ({head_kwargs}) lr {args.lr} lpips 0; "
+        f"mask {mask}"
     )
     print(f"{'step':>5} {'loss':>9} {'psnr':>7} {'absrel':>7} {'d<1.25':>7} {'gauss':>7} {'sec':>7}")
     start = time.perf_counter()
@@ -157,7 +157,7 @@ def main() -> None:
     print(header)
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| {args.setup} ({config.model.encoder['type']} + {head}, lr {lr}) | {steps_done} "
+        f"| {args.setup} ({config.model.encoder['type']} + {head}, lr {args.lr}) | {steps_done} "
         f"| {m['psnr']:.2f} | {best_psnr:.2f} | {m['depth_abs_rel']:.4f} | {m['depth_delta1']:.4f} "
         f"| {elapsed / steps_done:.2f} | "
         f"{target} | {peak:.2f} GiB (process) | {cpu_model()}, {torch.get_num_threads()} threads, "

@@ -98,8 +98,8 @@ class DepthBinHead(nn.Module):
     a deterministic top-k a pixel keeps the bin that happened to win at initialisation and its depth can
     only move within it; drawn bins let every depth be tried and the ones that render both views well
     gain probability. Each chosen bin is refined by an offset in [0, 1] (sigmoid; 0 = the near edge of the
-    bin, interpolated in the spacing's variable). The mean is
-    `centre + z · dir` with dir the pixel's ray scaled to camera-space z = 1, so its camera depth is z.
+    bin, interpolated in the spacing's variable). The mean is `centre + z · dir` with dir the pixel's ray
+    scaled to camera-space z = 1, so its camera depth is z.
     Opacity is the chosen bin's probability (mapped by `pdf_to_opacity`, identity by default), so the loss
     reaches every depth logit through the softmax; with `learned_opacity` it is additionally multiplied by
     a sigmoid predicted per Gaussian. Rotations are predicted in the camera frame and turned into the world
