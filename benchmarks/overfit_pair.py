@@ -4,7 +4,7 @@
     python benchmarks/overfit_pair.py --setup resnet --steps 600          # ResNet-50 + depth-bin head
 
 One batch: frames 60 and 70 of a real scene (default /work/shared/data/scannet_format/redkitchen_a) at
-160×120, built with gs3.data (build_sample + collate) with a fixed, seeded 50 % mask and no rotation
+160×120, built with gs3.data (build_sample + collate) with a fixed, seeded 50 % mask (--mask-*), no rotation
 augmentation. The pair is chosen for parallax: its cameras are 97 mm and 4.4° apart (a Gaussian at 1.8 m
 shifts ~8 px between the views at 160×120). Frames 0 and 5 are only 3.8 mm apart (~0.3 px): any depth
 renders them equally well, so they cannot test whether geometry emerges.
@@ -43,9 +43,9 @@ SETUPS = {
 def build_pair_batch(
     scene_path: str, frames: tuple[int, int], size: tuple[int, int], seed: int, mask: dict
 ) -> dict:
-    """The one batch (B=1, V=2) in the collated format, fixed seeded 50 % mask, no augmentation."""
+    """The one batch (B=1, V=2) in the collated format, fixed seeded mask, no augmentation."""
     scene = open_scene(scene_path)
-    sample_config = SampleConfig(num_views=2, resolution=size, augment=False, mask_ratio=0.5, **mask)
+    sample_config = SampleConfig(num_views=2, resolution=size, augment=False, **mask)
     views = [scene.frame(position, sample_config.resolution) for position in frames]
     sample = build_sample(views, sample_config, np.random.default_rng(seed), Path(scene_path).name)
     return collate([sample])
@@ -82,6 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mask-ratio", type=float, default=0.5)
     parser.add_argument("--mask-unit", choices=["point", "pixel", "patch"], default="point")
     parser.add_argument("--mask-patch-size", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=0.0, help="stop after N seconds (0: none)")
@@ -107,7 +108,11 @@ def main() -> None:
         ],
     )
     device = torch.device(args.device)
-    mask = {"mask_unit": args.mask_unit, "mask_patch_size": args.mask_patch_size}
+    mask = {
+        "mask_ratio": args.mask_ratio,
+        "mask_unit": args.mask_unit,
+        "mask_patch_size": args.mask_patch_size,
+    }
     batch = build_pair_batch(args.scene, tuple(args.frames), (args.width, args.height), args.seed, mask)
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     model = GS3(config).to(device).train()
