@@ -7,11 +7,12 @@ One batch: frames 60 and 70 of a real scene (default /work/shared/data/scannet_f
 160×120, built with gs3.data (build_sample + collate) with a fixed, seeded 50 % mask (--mask-*), no rotation
 augmentation. The pair is chosen for parallax: its cameras are 97 mm and 4.4° apart (a Gaussian at 1.8 m
 shifts ~8 px between the views at 160×120). Frames 0 and 5 are only 3.8 mm apart (~0.3 px): any depth
-renders them equally well, so they cannot test whether geometry emerges.
+renders them equally well, so they cannot test whether geometry emerges. `--frames A B C` trains on
+three (or more) views of one sample instead, GS³'s `num_views: 3` ablation.
 AdamW on that batch for --steps steps, λ_LPIPS = 0 (MSE only: the VGG weights are not available offline).
 The adapter's max_scale is 3 pixel footprints (default 15) to keep the CPU rasterizer fast; this bounds
 how large a Gaussian may grow, so it can only make the fit harder, not easier.
-Every --every steps: the training loss, then PSNR of the renders of both input views (full images, hidden
+Every --every steps: the training loss, then PSNR of the renders of all input views (full images, hidden
 pixels included), AbsRel, δ<1.25 and the median ratio (> 1: too far) of the rendered depth (where
 alpha > 0.5) against sensor depth and its AbsRel on the textured half of the pixels (`textured`), from
 a separate forward pass with the head in eval mode (depth bins: top-k instead of drawn), seconds elapsed.
@@ -117,6 +118,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if len(args.frames) < 2:
+        sys.exit(f"overfit_pair: --frames {args.frames}: need two or more views")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config_name, head, psnr_target, abs_rel_target = SETUPS[args.setup]
