@@ -16,12 +16,16 @@ Every --every steps: the training loss, then PSNR of the renders of all input vi
 pixels included), AbsRel, δ<1.25 and the median ratio (> 1: too far) of the rendered depth (where
 alpha > 0.5) against sensor depth and its AbsRel on the textured half of the pixels (`textured`), from
 a separate forward pass with the head in eval mode (depth bins: top-k instead of drawn), seconds elapsed.
+At the end, where the rendered-depth error comes from: the share of pixels (and of the error) rendered at
+under half or over twice the sensor depth, whether the too-near ones sit outside every other view (where no
+render checks them), and AbsRel on the co-visible pixels.
 Targets (issue 5): spunet ≥ 28 dB within 600 steps; resnet ≥ 22 dB with AbsRel ≤ 0.15.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import sys
 import time
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gs3.cameras import Cameras
 from gs3.config import load_config
 from gs3.data import SampleConfig, build_sample, collate, open_scene
 from gs3.model import GS3
@@ -65,8 +70,57 @@ def textured(image: torch.Tensor) -> torch.Tensor:
     return magnitude > magnitude.flatten(-2).median(dim=-1).values[..., None, None]
 
 
-def evaluate(model: GS3, batch: dict) -> dict[str, float]:
-    """Metrics of the current weights with the head in eval mode (top-k depth bins, no drawing)."""
+def seen_by_other_views(
+    cameras: Cameras, points: torch.Tensor, sensor_depth: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(V, H, W) bool: the world point of each pixel (points (V, H, W, 3)) lies in front of and inside at
+    least one *other* view, and, given that view's sensor depth, not more than 5 % behind its surface."""
+    num_views, height, width, _ = points.shape
+    seen = torch.zeros((num_views, height, width), dtype=torch.bool, device=points.device)
+    for a, b in itertools.permutations(range(num_views), 2):
+        pixels, z = cameras[b].world_to_pixels(points[a].reshape(-1, 3))
+        column, row = pixels.unbind(-1)
+        inside = (z > 0) & (column >= 0) & (column < width) & (row >= 0) & (row < height)
+        if sensor_depth is not None:
+            surface = sensor_depth[b][row.long().clamp(0, height - 1), column.long().clamp(0, width - 1)]
+            inside &= (surface <= 0) | (z < 1.05 * surface)
+        seen[a] |= inside.reshape(height, width)
+    return seen
+
+
+def depth_breakdown(depth: torch.Tensor, batch: dict) -> dict[str, float]:
+    """Where the rendered-depth error of sample 0 comes from: pixels rendered at under half / over twice
+    the sensor depth (share of pixels and of the summed |relative error|), and whether the too-near ones
+    put their surface outside every other view (where no render can check it); AbsRel of the rest, and
+    AbsRel on co-visible pixels (true surface seen by another view)."""
+    height, width = depth.shape[-2:]
+    cameras = Cameras(batch["K"][0], batch["cam_to_world"][0], width, height)
+    sensor, rendered = batch["depth"][0], depth[0]
+    scored = (rendered > 0) & (sensor > 0)
+    ratio = rendered[scored] / sensor[scored]
+    error = (ratio - 1).abs()
+    too_near, too_far = ratio < 0.5, ratio > 2
+    covisible = seen_by_other_views(cameras, cameras.backproject_depth(sensor), sensor)[scored]
+    rendered_seen = seen_by_other_views(cameras, cameras.backproject_depth(rendered))[scored]
+
+    def share(selected: torch.Tensor) -> float:
+        return float(error[selected].sum() / error.sum())
+
+    return {
+        "too_near": float(too_near.float().mean()),
+        "too_near_error_share": share(too_near),
+        "too_near_outside_others": float((~rendered_seen[too_near]).float().mean()),
+        "others_outside_others": float((~rendered_seen[~too_near]).float().mean()),
+        "too_far": float(too_far.float().mean()),
+        "too_far_error_share": share(too_far),
+        "abs_rel_rest": float(error[~too_near & ~too_far].mean()),
+        "covisible": float(covisible.float().mean()),
+        "abs_rel_covisible": float(error[covisible].mean()),
+    }
+
+
+def evaluate(model: GS3, batch: dict) -> tuple[dict[str, float], torch.Tensor]:
+    """Metrics and rendered depth of the current weights, head in eval mode (top-k depth bins, no drawing)."""
     model.head.eval()
     with torch.no_grad():
         output = model(batch)
@@ -77,7 +131,7 @@ def evaluate(model: GS3, batch: dict) -> dict[str, float]:
     metrics["median_ratio"] = float(ratio.median())  # signed error: < 1 too near, > 1 too far
     on_edges = textured(batch["image"])[scored]
     metrics["textured_abs_rel"] = float((ratio[on_edges] - 1).abs().mean())
-    return metrics
+    return metrics, output.depth
 
 
 def parse_args() -> argparse.Namespace:
@@ -175,9 +229,9 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         stop = args.time_limit > 0 and elapsed > args.time_limit
         if step % args.every == 0 or step == 1 or step == args.steps or stop:
-            m = evaluate(model, batch)
+            m, depth = evaluate(model, batch)
             best_psnr = max(best_psnr, m["psnr"])
-            last = (float(output.loss.detach()), m)
+            last = (float(output.loss.detach()), m, depth)
             print(
                 f"{step:5d} {last[0]:9.5f} {m['psnr']:7.2f} {m['depth_abs_rel']:7.4f} "
                 f"{m['depth_delta1']:7.4f} {m['median_ratio']:6.2f} {m['textured_abs_rel']:7.4f} "
@@ -201,6 +255,24 @@ def main() -> None:
         f"| {elapsed / steps_done:.2f} | "
         f"{target} | {peak:.2f} GiB (process) | {cpu_model()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, {device} |"
+    )
+    breakdown = depth_breakdown(last[2], batch)
+    print()
+    print("# where the final rendered-depth error comes from (sensor depth as truth):")
+    print(
+        f"#   rendered at < 0.5x true depth: {breakdown['too_near']:.1%} of pixels, "
+        f"{breakdown['too_near_error_share']:.0%} of the summed |relative error|; "
+        f"{breakdown['too_near_outside_others']:.0%} of them put their surface outside every other view "
+        f"(other pixels: {breakdown['others_outside_others']:.0%})"
+    )
+    print(
+        f"#   rendered at > 2x true depth: {breakdown['too_far']:.1%} of pixels, "
+        f"{breakdown['too_far_error_share']:.0%} of the error; AbsRel of the remaining pixels "
+        f"{breakdown['abs_rel_rest']:.3f}"
+    )
+    print(
+        f"#   co-visible pixels (true surface seen by another view): {breakdown['covisible']:.1%}, "
+        f"AbsRel {breakdown['abs_rel_covisible']:.3f}"
     )
 
 
