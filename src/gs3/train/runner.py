@@ -57,7 +57,8 @@ class StepCheckpoint(Callback):
     def save(self, trainer: L.Trainer) -> None:
         step = trainer.global_step
         path = self.folder / step_checkpoint_name(step)
-        trainer.save_checkpoint(path)  # every rank calls (it synchronises); only global rank 0 writes
+        # Full state (optimizer, loops) to resume from; every rank calls (it synchronises), rank 0 writes.
+        trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
             atomic_link(path, self.folder / LAST_NAME)
             for _, old in step_checkpoints(self.folder)[: -self.keep] if self.keep > 0 else []:
