@@ -70,6 +70,12 @@ def textured(image: torch.Tensor) -> torch.Tensor:
     return magnitude > magnitude.flatten(-2).median(dim=-1).values[..., None, None]
 
 
+def depth_ratio(rendered: torch.Tensor, sensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels with both depths (bool, rendered's shape) and rendered / sensor depth there (< 1: too near)."""
+    scored = (rendered > 0) & (sensor > 0)
+    return scored, rendered[scored] / sensor[scored]
+
+
 def seen_by_other_views(
     cameras: Cameras, points: torch.Tensor, sensor_depth: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -96,8 +102,7 @@ def depth_breakdown(depth: torch.Tensor, batch: dict) -> dict[str, float]:
     height, width = depth.shape[-2:]
     cameras = Cameras(batch["K"][0], batch["cam_to_world"][0], width, height)
     sensor, rendered = batch["depth"][0], depth[0]
-    scored = (rendered > 0) & (sensor > 0)
-    ratio = rendered[scored] / sensor[scored]
+    scored, ratio = depth_ratio(rendered, sensor)
     error = (ratio - 1).abs()
     too_near, too_far = ratio < 0.5, ratio > 2
     covisible = seen_by_other_views(cameras, cameras.backproject_depth(sensor), sensor)[scored]
@@ -126,8 +131,7 @@ def evaluate(model: GS3, batch: dict) -> tuple[dict[str, float], torch.Tensor]:
         output = model(batch)
     model.head.train()
     metrics = {k: float(v) for k, v in output.metrics.items()}
-    scored = (output.depth > 0) & (batch["depth"] > 0)
-    ratio = output.depth[scored] / batch["depth"][scored]
+    scored, ratio = depth_ratio(output.depth, batch["depth"])
     metrics["median_ratio"] = float(ratio.median())  # signed error: < 1 too near, > 1 too far
     on_edges = textured(batch["image"])[scored]
     metrics["textured_abs_rel"] = float((ratio[on_edges] - 1).abs().mean())
