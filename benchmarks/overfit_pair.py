@@ -12,10 +12,14 @@ three (or more) views of one sample instead, GS³'s `num_views: 3` ablation.
 AdamW on that batch for --steps steps, λ_LPIPS = 0 (MSE only: the VGG weights are not available offline).
 The adapter's max_scale is 3 pixel footprints (default 15) to keep the CPU rasterizer fast; this bounds
 how large a Gaussian may grow, so it can only make the fit harder, not easier.
+`--override loss.cross_view_weight=2` adds gs3's optional cross-view term (each view rendered from the other
+views' Gaussians; see GS3.cross_view_mse).
 Every --every steps: the training loss, then PSNR of the renders of all input views (full images, hidden
 pixels included), AbsRel, δ<1.25 and the median ratio (> 1: too far) of the rendered depth (where
-alpha > 0.5) against sensor depth and its AbsRel on the textured half of the pixels (`textured`), from
-a separate forward pass with the head in eval mode (depth bins: top-k instead of drawn), seconds elapsed.
+alpha > 0.5) against sensor depth, its AbsRel on the textured half of the pixels (`tex_ar`, see `textured`)
+and on the co-visible pixels (`covis_ar`: the true surface is seen by another view, so a photometric loss
+can locate it at all), from a separate forward pass with the head in eval mode (depth bins: top-k instead of
+drawn), seconds elapsed.
 At the end, where the rendered-depth error comes from: the share of pixels (and of the error) rendered at
 under half or over twice the sensor depth, whether the too-near ones sit outside every other view (where no
 render checks them), and AbsRel on the co-visible pixels.
@@ -94,18 +98,28 @@ def seen_by_other_views(
     return seen
 
 
+def sample_cameras(batch: dict) -> Cameras:
+    height, width = batch["depth"].shape[-2:]
+    return Cameras(batch["K"][0], batch["cam_to_world"][0], width, height)
+
+
+def covisible_pixels(batch: dict) -> torch.Tensor:
+    """(V, H, W) bool for sample 0: the pixel's true (sensor) surface is seen by another view."""
+    cameras, sensor = sample_cameras(batch), batch["depth"][0]
+    return seen_by_other_views(cameras, cameras.backproject_depth(sensor), sensor)
+
+
 def depth_breakdown(depth: torch.Tensor, batch: dict) -> dict[str, float]:
     """Where the rendered-depth error of sample 0 comes from: pixels rendered at under half / over twice
     the sensor depth (share of pixels and of the summed |relative error|), and whether the too-near ones
     put their surface outside every other view (where no render can check it); AbsRel of the rest, and
     AbsRel on co-visible pixels (true surface seen by another view)."""
-    height, width = depth.shape[-2:]
-    cameras = Cameras(batch["K"][0], batch["cam_to_world"][0], width, height)
+    cameras = sample_cameras(batch)
     sensor, rendered = batch["depth"][0], depth[0]
     scored, ratio = depth_ratio(rendered, sensor)
     error = (ratio - 1).abs()
     too_near, too_far = ratio < 0.5, ratio > 2
-    covisible = seen_by_other_views(cameras, cameras.backproject_depth(sensor), sensor)[scored]
+    covisible = covisible_pixels(batch)[scored]
     rendered_seen = seen_by_other_views(cameras, cameras.backproject_depth(rendered))[scored]
 
     def share(selected: torch.Tensor) -> float:
@@ -118,6 +132,7 @@ def depth_breakdown(depth: torch.Tensor, batch: dict) -> dict[str, float]:
         "others_outside_others": float((~rendered_seen[~too_near]).float().mean()),
         "too_far": float(too_far.float().mean()),
         "too_far_error_share": share(too_far),
+        "too_far_covisible": float(covisible[too_far].float().mean()),
         "abs_rel_rest": float(error[~too_near & ~too_far].mean()),
         "covisible": float(covisible.float().mean()),
         "abs_rel_covisible": float(error[covisible].mean()),
@@ -135,6 +150,7 @@ def evaluate(model: GS3, batch: dict) -> tuple[dict[str, float], torch.Tensor]:
     metrics["median_ratio"] = float(ratio.median())  # signed error: < 1 too near, > 1 too far
     on_edges = textured(batch["image"])[scored]
     metrics["textured_abs_rel"] = float((ratio[on_edges] - 1).abs().mean())
+    metrics["covisible_abs_rel"] = float((ratio[covisible_pixels(batch)[None][scored]] - 1).abs().mean())
     return metrics, output.depth
 
 
@@ -219,7 +235,7 @@ def main() -> None:
     )
     print(
         f"{'step':>5} {'loss':>9} {'psnr':>7} {'absrel':>7} {'d<1.25':>7} {'ratio':>6} {'tex_ar':>7} "
-        f"{'gauss':>7} {'sec':>7}"
+        f"{'covis_ar':>8} {'gauss':>7} {'sec':>7}"
     )
     start = time.perf_counter()
     best_psnr, last = -1.0, None
@@ -239,7 +255,7 @@ def main() -> None:
             print(
                 f"{step:5d} {last[0]:9.5f} {m['psnr']:7.2f} {m['depth_abs_rel']:7.4f} "
                 f"{m['depth_delta1']:7.4f} {m['median_ratio']:6.2f} {m['textured_abs_rel']:7.4f} "
-                f"{int(m['num_gaussians']):7d} {elapsed:7.1f}",
+                f"{m['covisible_abs_rel']:8.4f} {int(m['num_gaussians']):7d} {elapsed:7.1f}",
                 flush=True,
             )
         if stop:
@@ -249,13 +265,14 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     target = f">= {psnr_target} dB" + (f", AbsRel <= {abs_rel_target}" if abs_rel_target else "")
     print()
-    header = "| setup | steps | final PSNR | best PSNR | AbsRel | δ<1.25 | s/step | target | peak RSS "
-    header += "| machine |"
+    header = "| setup | steps | final PSNR | best PSNR | AbsRel | co-visible AbsRel | δ<1.25 | s/step "
+    header += "| target | peak RSS | machine |"
     print(header)
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {args.setup} ({config.model.encoder['type']} + {head}, lr {args.lr}) | {steps_done} "
-        f"| {m['psnr']:.2f} | {best_psnr:.2f} | {m['depth_abs_rel']:.4f} | {m['depth_delta1']:.4f} "
+        f"| {m['psnr']:.2f} | {best_psnr:.2f} | {m['depth_abs_rel']:.4f} | {m['covisible_abs_rel']:.4f} "
+        f"| {m['depth_delta1']:.4f} "
         f"| {elapsed / steps_done:.2f} | "
         f"{target} | {peak:.2f} GiB (process) | {cpu_model()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, {device} |"
@@ -271,8 +288,8 @@ def main() -> None:
     )
     print(
         f"#   rendered at > 2x true depth: {breakdown['too_far']:.1%} of pixels, "
-        f"{breakdown['too_far_error_share']:.0%} of the error; AbsRel of the remaining pixels "
-        f"{breakdown['abs_rel_rest']:.3f}"
+        f"{breakdown['too_far_error_share']:.0%} of the error, {breakdown['too_far_covisible']:.0%} of them "
+        f"co-visible; AbsRel of the remaining pixels {breakdown['abs_rel_rest']:.3f}"
     )
     print(
         f"#   co-visible pixels (true surface seen by another view): {breakdown['covisible']:.1%}, "

@@ -33,6 +33,7 @@ def test_paper_settings(name):
     assert d.train_split == "scannetv2_train" and d.val_split == "scannetv2_val"
     assert (o.lr, o.weight_decay, o.min_lr, o.epochs) == (1e-4, 0.05, 1e-6, 100)
     assert config.loss.lpips_weight == 0.05
+    assert config.loss.cross_view_weight == 0  # the paper's loss; the cross-view term is opt-in
     expected = {
         "gs3_rgbd_spunet": ("SpUNet-v1m1", "point_offset"),
         "gs3_rgbd_pointnet2": ("PointNet2SASSG", "point_offset"),
@@ -89,6 +90,7 @@ def test_round_trip_through_a_dict():
         (["data.num_views=1"], "data.num_views"),
         (["model.head=cube"], "model.head"),
         (["model.encoder={type: ResNet50}", "model.head=point_offset"], "model.head"),
+        (["loss.cross_view_weight=-1"], "loss.cross_view_weight"),
         (["lr"], "key=value"),
     ],
 )

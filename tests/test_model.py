@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gs3.cameras import Cameras
 from gs3.config import load_config
 from gs3.data.collate import collate
+from gs3.gaussians import Gaussians
+from gs3.gaussians.heads import sample_index
 from gs3.model import GS3
+from gs3.render import rasterize
 from gs3.train.data import build_dataset
 
 TINY = [
@@ -136,3 +140,97 @@ def test_resnet_hidden_pixels_do_not_matter(scenes):
         after = model.predict(altered)
     for a, b in zip(before, after):
         torch.testing.assert_close(a.means, b.means)
+
+
+# --- source views and the cross-view term (loss.cross_view_weight) ---------------------------------------
+
+
+def landing_pixels(model: GS3, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per sample: (view, flat pixel) where each Gaussian's mean lands in the view `source_views` names."""
+    h, w = batch["image"].shape[2:4]
+    with torch.no_grad():
+        gaussians = model.eval().predict(batch)
+    cameras = Cameras(batch["K"], batch["cam_to_world"], w, h)
+    views = model.source_views(batch)
+    flats = []
+    for index, (sample_gaussians, view) in enumerate(zip(gaussians, views)):
+        assert len(view) == len(sample_gaussians)
+        pixels, z = cameras[index, view].world_to_pixels(sample_gaussians.means[:, None])
+        assert (z > 0).all()
+        column, row = pixels[:, 0].floor().long().unbind(-1)
+        flats.append(row * w + column)
+    return views, flats
+
+
+@pytest.mark.parametrize("name", ["spunet", pytest.param("resnet50", marks=pytest.mark.slow)])
+def test_depth_bin_gaussians_sit_on_the_rays_of_their_source_view(scenes, name):
+    """Each depth-bin Gaussian lies on the ray of a visible pixel of the view `source_views` names."""
+    config = tiny_config(name, scenes, ["model.head=depth_bin", "model.gaussians_per_pixel=2"])
+    batch = tiny_batch(config)
+    model = GS3(config)
+    visible = model.visible_pixels(batch)
+    views, flats = landing_pixels(model, batch)
+    for index, (view, flat) in enumerate(zip(views, flats)):
+        expected = visible[index].flatten(1).nonzero()  # (view, pixel), views in order, row-major
+        torch.testing.assert_close(torch.stack([view, flat], -1), expected.repeat_interleave(2, dim=0))
+
+
+def test_point_offset_gaussians_land_on_the_pixel_of_their_point(scenes):
+    config = tiny_config("spunet", scenes, ["model.head_kwargs={max_scale: 3.0, max_offset: 1.0e-5}"])
+    batch = tiny_batch(config)
+    views, flats = landing_pixels(GS3(config), batch)
+    sample = sample_index(batch["offset"], batch["coord"].shape[0])
+    for index, (view, flat) in enumerate(zip(views, flats)):
+        points = batch["point_visible"] & (sample == index)
+        torch.testing.assert_close(view, batch["point_view"][points])
+        torch.testing.assert_close(flat, batch["point_pixel"][points])
+
+
+def test_cross_view_mse_renders_each_view_from_the_others_only(scenes):
+    """Against renders of hand-split Gaussians: view 0 sees only view 1's, view 1 only view 0's."""
+    config = tiny_config("spunet", scenes)
+    model = GS3(config)
+    batch = tiny_batch(config)
+    b, v, h, w, _ = batch["image"].shape
+    generator = torch.Generator().manual_seed(0)
+    cameras = Cameras(batch["K"][0], batch["cam_to_world"][0], w, h)
+
+    def blob(view: int, count: int) -> Gaussians:
+        """Gaussians 1–3 m in front of camera `view`, inside its image."""
+        pixels = torch.rand(count, 2, generator=generator) * torch.tensor([w, h])
+        depth = 1 + 2 * torch.rand(count, generator=generator)
+        means = cameras[view].pixels_to_world(pixels, depth)
+        return Gaussians(
+            means,
+            torch.full((count, 3), 0.1),
+            torch.tensor([1.0, 0, 0, 0]).expand(count, 4),
+            0.2 + 0.7 * torch.rand(count, generator=generator),
+            torch.rand(count, 1, 3, generator=generator),
+        )
+
+    from_view = [blob(0, 30), blob(1, 20)]
+    gaussians = [Gaussians.cat(from_view)] * b
+    source = [torch.cat([torch.zeros(30), torch.ones(20)]).long()] * b
+    expected = 0.0
+    for index in range(b):
+        sample_cameras = Cameras(batch["K"][index], batch["cam_to_world"][index], w, h)
+        for view, other in ((0, 1), (1, 0)):
+            out = rasterize(from_view[other], sample_cameras[view : view + 1], model.background)
+            expected += (out.alpha * (out.color - batch["image"][index, view : view + 1]).square()).mean()
+    actual = model.cross_view_mse(gaussians, source, batch)
+    torch.testing.assert_close(actual, expected / (b * v))
+    assert actual > 0
+
+
+def test_cross_view_weight_adds_the_term_to_the_loss(scenes):
+    config = tiny_config("spunet", scenes, ["loss.cross_view_weight=0.5"])
+    batch = tiny_batch(config)
+    model = GS3(config)
+    torch.manual_seed(0)
+    output = model(batch)
+    mse = (output.color - batch["image"]).square().mean()
+    cross = output.terms["cross_view_mse"]
+    assert cross > 0
+    torch.testing.assert_close(output.loss, mse + 0.5 * cross)
+    cross.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())

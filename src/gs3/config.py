@@ -60,6 +60,9 @@ class ModelConfig:
 class LossConfig:
     lpips_weight: float = 0.05
     vgg_weights: str | None = None  # local path to torchvision's vgg16-397923af.pth (else torch.hub cache)
+    # gs3's addition, not the paper's loss (0 = off): MSE of every view rendered from the *other* views'
+    # Gaussians only, weighted per pixel by that render's alpha (see GS3.cross_view_mse and the README)
+    cross_view_weight: float = 0.0
 
 
 @dataclass
@@ -209,6 +212,7 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     _check(0 < m.near < m.far, source, "model.near/far", f"need 0 < near < far, got {m.near}, {m.far}")
     _check(m.num_depth_bins >= m.gaussians_per_pixel, source, "model.num_depth_bins", "must be >= k")
     _check(config.loss.lpips_weight >= 0, source, "loss.lpips_weight", "must be >= 0")
+    _check(config.loss.cross_view_weight >= 0, source, "loss.cross_view_weight", "must be >= 0")
     _check(o.lr > 0 and 0 <= o.min_lr <= o.lr, source, "optim.lr/min_lr", "need 0 <= min_lr <= lr, lr > 0")
     _check(o.weight_decay >= 0, source, "optim.weight_decay", "must be >= 0")
     _check(len(o.betas) == 2, source, "optim.betas", "expected two numbers")

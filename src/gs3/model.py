@@ -15,6 +15,10 @@ Built from a `PretrainConfig` (gs3.config): encoder × head × views × mask rat
   per-point features read back from the transformer's output at each point's pixel.
 - All Gaussians of a sample (its visible pixels/points × k, from every view) are rendered into every input
   view with `gs3.render.rasterize`; the loss (MSE + λ·LPIPS) is taken on the views' full real images.
+- Optional (`loss.cross_view_weight`, off by default; not in the paper): each view is also rendered from the
+  other views' Gaussians alone. In its own view a Gaussian renders alike at any depth, so only the other
+  views say where it belongs; this term asks every view's Gaussians to explain the other images by
+  themselves, which keeps them out of the places no other view checks (README, "Does geometry emerge?").
 """
 
 from __future__ import annotations
@@ -54,6 +58,14 @@ class GS3Output:
     loss: Float[Tensor, ""]
     terms: dict[str, Tensor]
     metrics: dict[str, Tensor]
+
+
+def visible_point_pixels(batch: dict[str, Any]) -> Int[Tensor, " m"]:
+    """Flat index into the (B, V, H, W) pixel grid of every visible point's pixel."""
+    _, v, h, w, _ = batch["image"].shape
+    visible = batch["point_visible"]
+    sample = sample_index(batch["offset"], batch["coord"].shape[0])[visible]
+    return (sample * v + batch["point_view"][visible]) * (h * w) + batch["point_pixel"][visible]
 
 
 def build_head(config: PretrainConfig, in_channels: int, modality: str) -> nn.Module:
@@ -109,7 +121,7 @@ class GS3(nn.Module):
         else:
             raise ConfigError(f"model.encoder.in_channels={in_channels}: gs3 feeds RGB (3) or RGB+xyz (6)")
         point_features = self.encoder(coord, feat, offset)
-        flat = (sample[visible] * v + batch["point_view"][visible]) * (h * w) + batch["point_pixel"][visible]
+        flat = visible_point_pixels(batch)
         channels = point_features.shape[-1]
         grid = self.empty_feature.to(point_features.dtype).expand(b * v * h * w, channels)
         grid = grid.index_put((flat,), point_features)  # out of place: gradients reach both
@@ -145,16 +157,48 @@ class GS3(nn.Module):
                 coord, batch["point_view"][visible], offset, batch["K"], batch["cam_to_world"]
             )
             return self.head(per_point, coord, offset, None, footprint)
-        return self.head(features, cameras, self.visible_pixels(batch, flat))
+        return self.head(features, cameras, self.visible_pixels(batch))
 
-    def visible_pixels(
-        self, batch: dict[str, Any], flat: Int[Tensor, " m"] | None
-    ) -> Bool[Tensor, "b v h w"]:
-        if flat is None:
+    def visible_pixels(self, batch: dict[str, Any]) -> Bool[Tensor, "b v h w"]:
+        """Pixels that produce depth-bin Gaussians: unmasked ones (2D), or those holding a visible point."""
+        if self.modality != "points":
             return batch["pixel_visible"]
+        flat = visible_point_pixels(batch)
         visible = torch.zeros(batch["depth"].numel(), dtype=torch.bool, device=flat.device)
         visible[flat] = True
         return visible.reshape(batch["depth"].shape)
+
+    def source_views(self, batch: dict[str, Any]) -> list[Int[Tensor, " n"]]:
+        """Per sample, the view each of its Gaussians was predicted from (in `predict`'s order: k per
+        visible pixel or point, consecutive)."""
+        k = self.config.model.gaussians_per_pixel
+        if isinstance(self.head, PointOffsetHead):
+            sample = sample_index(batch["offset"], batch["coord"].shape[0])
+            visible = batch["point_visible"]
+            views = [batch["point_view"][visible & (sample == b)] for b in range(len(batch["offset"]))]
+            return [view.repeat_interleave(k) for view in views]
+        counts = self.visible_pixels(batch).sum(dim=(2, 3)) * k  # (B, V)
+        view_ids = torch.arange(counts.shape[1], device=counts.device)
+        return [view_ids.repeat_interleave(sample_counts) for sample_counts in counts]
+
+    def cross_view_mse(
+        self, gaussians: list[Gaussians], source_views: list[Int[Tensor, " n"]], batch: dict[str, Any]
+    ) -> Float[Tensor, ""]:
+        """Mean over views of `alpha · (render − image)²`, each view rendered from the *other* views'
+        Gaussians only. The weight is that render's alpha (detached), so pixels that no other view's
+        Gaussians reach (not co-visible) cost nothing instead of pulling Gaussians towards them."""
+        image = batch["image"]
+        b, v, h, w, _ = image.shape
+        total = image.new_zeros(())
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            for index, (sample_gaussians, source) in enumerate(zip(gaussians, source_views)):
+                cameras = Cameras(batch["K"][index].float(), batch["cam_to_world"][index].float(), w, h)
+                for view in range(v):
+                    others = sample_gaussians[source != view].to(torch.float32)
+                    out = rasterize(others, cameras[view : view + 1], self.background.float())
+                    error = (out.color - image[index, view : view + 1].float()).square()
+                    total = total + (out.alpha.detach() * error).mean()
+        return total / (b * v)
 
     def render(
         self, gaussians: list[Gaussians], K: Tensor, cam_to_world: Tensor, width: int, height: int
@@ -189,4 +233,7 @@ class GS3(nn.Module):
                 "num_gaussians": torch.tensor(float(sum(len(g) for g in gaussians)) / b),
             }
         loss = terms.pop("loss")
+        if self.config.loss.cross_view_weight > 0:
+            terms["cross_view_mse"] = self.cross_view_mse(gaussians, self.source_views(batch), batch)
+            loss = loss + self.config.loss.cross_view_weight * terms["cross_view_mse"]
         return GS3Output(gaussians, color, alpha, depth, loss, terms, metrics)
