@@ -22,7 +22,8 @@ can locate it at all), from a separate forward pass with the head in eval mode (
 drawn), seconds elapsed.
 At the end, where the rendered-depth error comes from: the share of pixels (and of the error) rendered at
 under half or over twice the sensor depth, whether the too-near ones sit outside every other view (where no
-render checks them), and AbsRel on the co-visible pixels.
+render checks them), and AbsRel on the co-visible pixels. `--save FILE.npz` keeps the final images, renders,
+rendered and sensor depth and the co-visible mask of every view for a closer look.
 Targets (issue 5): spunet ≥ 28 dB within 600 steps; resnet ≥ 22 dB with AbsRel ≤ 0.15.
 """
 
@@ -41,7 +42,7 @@ import torch
 from gs3.cameras import Cameras
 from gs3.config import load_config
 from gs3.data import SampleConfig, build_sample, collate, open_scene
-from gs3.model import GS3
+from gs3.model import GS3, GS3Output
 from machine_info import cpu_model  # benchmarks/ is on sys.path when a script runs
 
 DEFAULT_SCENE = "/work/shared/data/scannet_format/redkitchen_a"
@@ -139,8 +140,8 @@ def depth_breakdown(depth: torch.Tensor, batch: dict) -> dict[str, float]:
     }
 
 
-def evaluate(model: GS3, batch: dict) -> tuple[dict[str, float], torch.Tensor]:
-    """Metrics and rendered depth of the current weights, head in eval mode (top-k depth bins, no drawing)."""
+def evaluate(model: GS3, batch: dict) -> tuple[dict[str, float], GS3Output]:
+    """Metrics and renders of the current weights, head in eval mode (top-k depth bins, no drawing)."""
     model.head.eval()
     with torch.no_grad():
         output = model(batch)
@@ -151,7 +152,7 @@ def evaluate(model: GS3, batch: dict) -> tuple[dict[str, float], torch.Tensor]:
     on_edges = textured(batch["image"])[scored]
     metrics["textured_abs_rel"] = float((ratio[on_edges] - 1).abs().mean())
     metrics["covisible_abs_rel"] = float((ratio[covisible_pixels(batch)[None][scored]] - 1).abs().mean())
-    return metrics, output.depth
+    return metrics, output
 
 
 def parse_args() -> argparse.Namespace:
@@ -187,6 +188,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mask-unit", choices=["point", "pixel", "patch"], default="point")
     parser.add_argument("--mask-patch-size", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=0.0, help="stop after N seconds (0: none)")
+    parser.add_argument("--save", metavar="FILE.npz", help="write the final images, renders and depths")
     return parser.parse_args()
 
 
@@ -249,9 +251,9 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         stop = args.time_limit > 0 and elapsed > args.time_limit
         if step % args.every == 0 or step == 1 or step == args.steps or stop:
-            m, depth = evaluate(model, batch)
+            m, evaluated = evaluate(model, batch)
             best_psnr = max(best_psnr, m["psnr"])
-            last = (float(output.loss.detach()), m, depth)
+            last = (float(output.loss.detach()), m, evaluated)
             print(
                 f"{step:5d} {last[0]:9.5f} {m['psnr']:7.2f} {m['depth_abs_rel']:7.4f} "
                 f"{m['depth_delta1']:7.4f} {m['median_ratio']:6.2f} {m['textured_abs_rel']:7.4f} "
@@ -277,7 +279,7 @@ def main() -> None:
         f"{target} | {peak:.2f} GiB (process) | {cpu_model()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, {device} |"
     )
-    breakdown = depth_breakdown(last[2], batch)
+    breakdown = depth_breakdown(last[2].depth, batch)
     print()
     print("# where the final rendered-depth error comes from (sensor depth as truth):")
     print(
@@ -295,6 +297,25 @@ def main() -> None:
         f"#   co-visible pixels (true surface seen by another view): {breakdown['covisible']:.1%}, "
         f"AbsRel {breakdown['abs_rel_covisible']:.3f}"
     )
+    if args.save:
+        save_final(args.save, batch, last[2])
+
+
+def save_final(path: str, batch: dict, output: GS3Output) -> None:
+    """Sample 0's real and rendered images, rendered and sensor depth, and the co-visible and
+    Gaussian-producing pixels, (V, H, W[, 3]) arrays in one .npz (written whole, then renamed)."""
+    arrays = {
+        "image": batch["image"][0],
+        "render": output.color[0],
+        "alpha": output.alpha[0],
+        "rendered_depth": output.depth[0],
+        "sensor_depth": batch["depth"][0],
+        "covisible": covisible_pixels(batch),
+    }
+    partial = Path(path).with_suffix(".partial.npz")
+    np.savez_compressed(partial, **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
+    partial.replace(path)
+    print(f"# saved {path}")
 
 
 if __name__ == "__main__":
