@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from gs3.config import DataConfig, PretrainConfig
 from gs3.errors import DataError
+from gs3.files import make_temporary_dir
 from gs3.train.sampling import EpochIndexed, ResumableSampler
 
 
@@ -50,8 +50,7 @@ def prepare_synthetic(config: PretrainConfig) -> Path:
     if (root / "scenes.txt").is_file():
         return root
     d = config.data
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    tmp = make_temporary_dir(root.parent, prefix=f".{root.name}.")  # the umask's permissions, not 0700
     try:
         print(f"gs3: generating {d.synthetic_scenes} synthetic scenes into {root} (once)", flush=True)
         write_dataset(

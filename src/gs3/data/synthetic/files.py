@@ -1,4 +1,7 @@
-"""Writing scenes in the ScanNet exported layout, plus label/, instance/, points.npz and meta.json."""
+"""Writing scenes in the ScanNet exported layout, plus label/, instance/, points.npz and meta.json.
+
+Every file is written atomically with the umask's permissions (gs3.files), not fsynced: a scene has many
+small files, and a generation cut short by a power loss is simply run again."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from gs3.files import atomic_write, atomic_write_text
 
 from .labels import CLASS_NAMES, SCANNET20_NYU40_IDS, scannet20_index
 from .points import DEFAULT_POINT_DENSITY, PointCloud
@@ -31,31 +36,39 @@ def _matrix_text(matrix: np.ndarray) -> str:
 def _save_uint16_png(array: np.ndarray, path: Path) -> None:
     if array.min() < 0 or array.max() > 65535:
         raise ValueError(f"{path}: values outside uint16")
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint16)).save(path)
+    _save_image(np.ascontiguousarray(array, dtype=np.uint16), path, format="PNG")
+
+
+def _save_image(array: np.ndarray, path: Path, **options) -> None:
+    atomic_write(path, lambda file: Image.fromarray(array).save(file, **options), sync=False)
+
+
+def _save_text(text: str, path: Path) -> None:
+    atomic_write_text(text, path, sync=False)
 
 
 def write_frame(view: RenderedView, pose: np.ndarray, directory: Path, frame: int) -> None:
     """Write one frame's colour, depth, pose and label images into a scene folder (subfolders exist)."""
     color = np.clip(np.rint(view.image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-    Image.fromarray(color).save(directory / "color" / f"{frame}.jpg", quality=95)
+    _save_image(color, directory / "color" / f"{frame}.jpg", format="JPEG", quality=95)
     depth_mm = np.rint(view.depth.astype(np.float64) * 1000.0)
     _save_uint16_png(np.where(depth_mm > 65535, 0, depth_mm), directory / "depth" / f"{frame}.png")
-    (directory / "pose" / f"{frame}.txt").write_text(_matrix_text(pose))
+    _save_text(_matrix_text(pose), directory / "pose" / f"{frame}.txt")
     _save_uint16_png(view.semantic, directory / "label" / f"{frame}.png")
     _save_uint16_png(view.instance, directory / "instance" / f"{frame}.png")
 
 
 def write_point_cloud(cloud: PointCloud, path: Path) -> None:
     """points.npz: coord, color (uint8), normal, semantic (NYU40), segment20, instance."""
-    np.savez_compressed(
-        path,
-        coord=cloud.coord,
-        color=np.clip(np.rint(cloud.color.astype(np.float64) * 255.0), 0, 255).astype(np.uint8),
-        normal=cloud.normal,
-        semantic=cloud.semantic,
-        segment20=scannet20_index(cloud.semantic),
-        instance=cloud.instance,
-    )
+    arrays = {
+        "coord": cloud.coord,
+        "color": np.clip(np.rint(cloud.color.astype(np.float64) * 255.0), 0, 255).astype(np.uint8),
+        "normal": cloud.normal,
+        "semantic": cloud.semantic,
+        "segment20": scannet20_index(cloud.semantic),
+        "instance": cloud.instance,
+    }
+    atomic_write(path, lambda file: np.savez_compressed(file, **arrays), sync=False)
 
 
 def write_scene(
@@ -71,8 +84,8 @@ def write_scene(
     K4 = np.eye(4)
     K4[:3, :3] = scene.K
     for stream in ("color", "depth"):
-        (directory / "intrinsic" / f"intrinsic_{stream}.txt").write_text(_matrix_text(K4))
-        (directory / "intrinsic" / f"extrinsic_{stream}.txt").write_text(_matrix_text(np.eye(4)))
+        _save_text(_matrix_text(K4), directory / "intrinsic" / f"intrinsic_{stream}.txt")
+        _save_text(_matrix_text(np.eye(4)), directory / "intrinsic" / f"extrinsic_{stream}.txt")
     for frame in range(len(scene)):
         write_frame(scene.render(frame), scene.poses[frame], directory, frame)
     num_points = 0
@@ -102,7 +115,7 @@ def write_scene(
             for instance, semantic in sorted(scene.room.instance_semantic.items())
         ],
     }
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    _save_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", directory / "meta.json")
     return directory
 
 
@@ -126,5 +139,5 @@ def write_dataset(
         folders.append(write_scene(scene, out / scene.name, point_density))
         if progress is not None:
             progress(folders[-1])
-    (out / "scenes.txt").write_text("".join(f"{folder.name}\n" for folder in folders))
+    _save_text("".join(f"{folder.name}\n" for folder in folders), out / "scenes.txt")
     return folders
