@@ -73,14 +73,27 @@ def prepare_synthetic(config: PretrainConfig) -> Path:
 
 
 def scene_paths(config: PretrainConfig, split: str) -> list[Path]:
-    from gs3.data.splits import list_scenes
+    """The scenes of data.train_split / data.val_split under data.root ('all': every scene there)."""
+    from gs3.data.splits import is_all_scenes, list_scenes
 
     data = config.data
     if data.source == "synthetic":
         return list_scenes(synthetic_root(config))
-    scenes = list_scenes(data.root, data.train_split if split == "train" else data.val_split)
+    key = f"data.{split}_split"
+    value = data.train_split if split == "train" else data.val_split
+    if not Path(data.root).expanduser().is_dir():
+        raise DataError(f"data.root {data.root}: not a folder (the dataset root, one folder per scene)")
+    try:
+        scenes = list_scenes(Path(data.root).expanduser(), value)
+    except DataError as error:
+        raise DataError(f"{key}: {error}") from None
+    if not scenes and is_all_scenes(value):
+        raise DataError(
+            f"data.root {data.root}: no scenes there ({key}=all takes every <scene>/color/ folder, "
+            "<scene>/<scene>.sens and <scene>.sens)"
+        )
     if not scenes:
-        raise DataError(f"data.root {data.root}: none of the scenes of split '{split}' found there")
+        raise DataError(f"data.root {data.root}: none of the scenes of {key}={value} found there")
     return scenes
 
 
