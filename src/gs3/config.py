@@ -94,6 +94,9 @@ class TrainerConfig:
     image_every: int = 500
     max_nonfinite_in_row: int = 20  # that many non-finite losses in a row stop the run
     progress_bar: bool = True
+    # Bit-identical runs, and resumes after a kill, for a given machine and thread count (CPU; on CUDA only
+    # as far as PyTorch and gsplat allow): gs3.train.determinism
+    deterministic: bool = False
 
 
 @dataclass
