@@ -3,6 +3,7 @@
     python benchmarks/determinism.py --quick              # cost on the demo config (~1 min on 2 cores)
     python benchmarks/determinism.py --configs demo gs3_rgbd_spunet --repeats 7
     python benchmarks/determinism.py --spread --runs 3 --steps 10    # + whole runs, default vs deterministic
+    python benchmarks/determinism.py --configs --spread              # whole runs only
     python benchmarks/determinism.py --spread --reference-src /path/to/old/src   # spread of another gs3
 
 Cost: one training step (forward, backward, AdamW) of a config on synthetic rooms, timed in one process
@@ -123,7 +124,7 @@ def run_pretrain(
         f"data.cache_dir={cache}",
         "trainer.progress_bar=false",
         f"trainer.checkpoint_every={steps}",
-        f"trainer.deterministic={str(deterministic).lower()}",
+        *(["trainer.deterministic=true"] if deterministic else []),  # (a reference gs3 may predate it)
         "--out",
         str(out),
     ]
@@ -166,7 +167,7 @@ def measure_spread(args: argparse.Namespace) -> list[tuple[str, list[tuple[float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["demo", "gs3_rgbd_spunet"])
+    parser.add_argument("--configs", nargs="*", default=["demo", "gs3_rgbd_spunet"], help="none: no cost")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per setting (default 7)")
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--height", type=int, default=120)
@@ -189,9 +190,10 @@ def main() -> None:
         f"# machine: {cpu_model()}, {os.cpu_count()} CPUs; torch {torch.__version__}, {args.threads} threads"
     )
     print(f"# command: python benchmarks/determinism.py {' '.join(sys.argv[1:])}")
-    print(f"# step = forward + backward + AdamW, batch 1, {args.width}x{args.height}, LPIPS off")
-    print("| config | setting | median step (s) | ratio to default |")
-    print("|---|---|---:|---:|")
+    if args.configs:
+        print(f"# step = forward + backward + AdamW, batch 1, {args.width}x{args.height}, LPIPS off")
+        print("| config | setting | median step (s) | ratio to default |")
+        print("|---|---|---:|---:|")
     for config_name in args.configs:
         times = measure_cost(config_name, args)
         base = statistics.median(times["default"])
