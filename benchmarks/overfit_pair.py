@@ -42,6 +42,7 @@ import torch
 from gs3.cameras import Cameras
 from gs3.config import load_config
 from gs3.data import SampleConfig, build_sample, collate, open_scene
+from gs3.files import atomic_write
 from gs3.model import GS3, GS3Output
 from machine_info import cpu_model  # benchmarks/ is on sys.path when a script runs
 
@@ -303,7 +304,7 @@ def main() -> None:
 
 def save_final(path: str, batch: dict, output: GS3Output) -> None:
     """Sample 0's real and rendered images, rendered and sensor depth, and the co-visible and
-    Gaussian-producing pixels, (V, H, W[, 3]) arrays in one .npz (written whole, then renamed)."""
+    Gaussian-producing pixels, (V, H, W[, 3]) arrays in one .npz (written atomically)."""
     arrays = {
         "image": batch["image"][0],
         "render": output.color[0],
@@ -312,9 +313,8 @@ def save_final(path: str, batch: dict, output: GS3Output) -> None:
         "sensor_depth": batch["depth"][0],
         "covisible": covisible_pixels(batch),
     }
-    partial = Path(path).with_suffix(".partial.npz")
-    np.savez_compressed(partial, **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
-    partial.replace(path)
+    numpy_arrays = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
+    atomic_write(path, lambda file: np.savez_compressed(file, **numpy_arrays))
     print(f"# saved {path}")
 
 

@@ -196,7 +196,7 @@ def test_screen_rect_culling_changes_nothing(scene, monkeypatch):
     # Casting every ray against every box (no per-box screen rectangles) gives the same images.
     views = [scene.render(frame) for frame in (0, 9)]
     monkeypatch.setattr(
-        synthetic, "_screen_rects", lambda room, K, pose, w, h: np.tile([0, h, 0, w], (len(room), 1))
+        synthetic.raycast, "_screen_rects", lambda room, K, pose, w, h: np.tile([0, h, 0, w], (len(room), 1))
     )
     for frame, culled in zip((0, 9), views):
         brute = scene.render(frame)
@@ -382,9 +382,12 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 DIGEST_SCRIPT = """
 import hashlib, importlib.util, sys
-spec = importlib.util.spec_from_file_location("synthetic_standalone", sys.argv[1])
+spec = importlib.util.spec_from_file_location(  # the package alone: no torch import through gs3.data
+    "synthetic_standalone", sys.argv[1], submodule_search_locations=[sys.argv[1].rsplit("/", 1)[0]]
+)
 module = sys.modules["synthetic_standalone"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)  # standalone: no torch import through gs3.data
+spec.loader.exec_module(module)
+assert "torch" not in sys.modules
 scene = module.generate_scene(seed=9, index=1, num_frames=2, width=32, height=24)
 digest = hashlib.sha256()
 for array in (scene.room.centers, scene.room.half_sizes, scene.room.materials.colors, scene.poses):

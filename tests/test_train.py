@@ -448,8 +448,14 @@ def test_render_writes_pngs_and_a_ply_of_the_predicted_gaussians(tmp_path):
     module.on_save_checkpoint(checkpoint)
     ckpt.atomic_torch_save(checkpoint, tmp_path / "run.ckpt")
     scene = synthetic_root(config) / "synthetic_0000"
-    line = render_frames(tmp_path / "run.ckpt", scene, [0, 2], tmp_path / "out")
+    previous_umask = os.umask(0o027)
+    try:
+        line = render_frames(tmp_path / "run.ckpt", scene, [0, 2], tmp_path / "out")
+    finally:
+        os.umask(previous_umask)
     assert "PSNR" in line
+    for path in (tmp_path / "out").iterdir():  # the umask's permissions (gaussians.ply was once 0600)
+        assert path.stat().st_mode & 0o777 == 0o640, path
     for frame in (0, 2):
         color = np.asarray(Image.open(tmp_path / "out" / f"render_{frame}.png"))
         assert color.shape == (16, 24, 3)

@@ -8,6 +8,7 @@ import sys
 
 from gs3 import __version__
 from gs3.errors import GS3Error
+from gs3.quiet import quiet_dependencies
 
 # subcommand → module providing `add_arguments(parser)` and `run(args) -> int | None`
 SUBCOMMANDS = {
@@ -40,6 +41,7 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, ob
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_dependencies()  # dependencies' start-up noise out of gs3's output (gs3.quiet says which)
     parser, modules = build_parser(argv)
     args = parser.parse_args(argv)
     try:

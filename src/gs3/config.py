@@ -26,7 +26,9 @@ PRETRAIN_CONFIG_DIR = "configs/pretrain"
 class DataConfig:
     source: str = "scannet"  # "scannet": exported scenes under `root`; "synthetic": generated on first use
     root: str = "data/scannet/scans"  # one folder per scene in the ScanNet exported layout
-    train_split: str = "scannetv2_train"  # a split shipped with gs3 (gs3/splits/NAME.txt) or a path to a list
+    # Splits: "all" = every scene under `root` (exported folders and .sens files); "scannetv2_train" / _val /
+    # _test (or train / val / test) = ScanNet's official lists shipped with gs3; else a file of scene names
+    train_split: str = "scannetv2_train"
     val_split: str = "scannetv2_val"
     cache_dir: str = "~/.cache/gs3/demo"  # where synthetic scenes are generated
     synthetic_scenes: int = 8
@@ -92,6 +94,9 @@ class TrainerConfig:
     image_every: int = 500
     max_nonfinite_in_row: int = 20  # that many non-finite losses in a row stop the run
     progress_bar: bool = True
+    # Bit-identical runs, and resumes after a kill, for a given machine and thread count (CPU; on CUDA only
+    # as far as PyTorch and gsplat allow): gs3.train.determinism
+    deterministic: bool = False
 
 
 @dataclass
@@ -186,6 +191,8 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     """Range checks omegaconf's type checks cannot express; one line naming the key on failure."""
     d, m, o, t = config.data, config.model, config.optim, config.trainer
     _check(d.source in ("scannet", "synthetic"), source, "data.source", f"'{d.source}' not scannet|synthetic")
+    for key, split in (("data.train_split", d.train_split), ("data.val_split", d.val_split)):
+        _check(bool(split.strip()), source, key, "empty (all | scannetv2_train | a file of scene names)")
     _check(d.width > 0 and d.height > 0, source, "data.width/height", "must be positive")
     _check(d.frame_interval >= 1, source, "data.frame_interval", "must be >= 1")
     _check(

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pairs = actions.add_parser("pairs", help="precompute view-pair lists with their overlap (JSON)")
     pairs.add_argument("root", type=Path, help="dataset root (exported scenes and/or .sens files)")
     pairs.add_argument("--out", type=Path, required=True, help="output JSON file")
-    pairs.add_argument("--split", default=None, help="train | val | test | a text file of scene names")
+    pairs.add_argument("--split", default=None, help="all (default) | train | val | test | a file of names")
     pairs.add_argument("--interval", type=int, default=5, help="frames between views (default 5)")
     pairs.add_argument("--views", type=int, default=2, help="views per sample (default 2)")
     pairs.add_argument("--stride", type=int, default=None, help="frames between windows (default interval)")

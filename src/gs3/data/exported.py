@@ -15,7 +15,6 @@ synthetic scenes' label folders) are ignored here.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from gs3.data.scene import Frame, as_frame
 from gs3.data.transforms import decode_color, resize_depth, scale_K
 from gs3.data.validation import UNREADABLE_FILE, InvalidFrameError, check_pose
 from gs3.errors import DataError
+from gs3.files import atomic_write_bytes
 
 EXPORTED_DEPTH_SHIFT = 1000.0  # exported depth PNGs are millimetres
 INVALID_DEPTH_RAW = 65535
@@ -189,11 +189,10 @@ class ExportedScene:
 
 # -- writing ------------------------------------------------------------------------------------------------
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file via a temporary name in the same folder and an atomic rename (no half-written files)."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+    """Write a file via a temporary name in the same folder and an atomic rename (no half-written files),
+    with the umask's permissions. Not fsynced: a scene has thousands of files, and an export cut short by
+    a power loss is simply run again."""
+    atomic_write_bytes(data, path, sync=False)
 
 
 def matrix_text(matrix: np.ndarray) -> bytes:

@@ -1,7 +1,10 @@
 """Opening scenes, finding them under a dataset root, and ScanNet v2's official splits.
 
-The split lists (1201 train / 312 val / 100 test scene names) ship with the package in ``gs3/splits``.
-A dataset root may hold, in any mix:
+The split lists (1201 train / 312 val / 100 test scene names) ship with the package in ``gs3/splits``,
+named ``train`` / ``val`` / ``test`` or by their file names ``scannetv2_train`` etc. Any other split is a
+text file with one scene name per line (``#`` starts a comment line), except ``all``: every scene under
+the root, in whichever layout (one's own scenes need no split file; a file named ``all`` is given as
+``./all``). A dataset root may hold, in any mix:
     ROOT/<scene>/color/…           exported layout (also the synthetic scenes)
     ROOT/<scene>/<scene>.sens      ScanNet's raw download layout (ROOT = …/scans)
     ROOT/<scene>.sens              bare .sens files
@@ -18,6 +21,7 @@ from gs3.data.sens import SensScene
 from gs3.errors import DataError
 
 SPLITS = ("train", "val", "test")
+ALL_SCENES = "all"  # the split of every scene under the root
 
 
 def open_scene(path: str | Path) -> Scene:
@@ -38,14 +42,32 @@ def open_scene(path: str | Path) -> Scene:
     raise DataError(f"{path}: not a scene (no color/ folder and no {path.name}.sens)")
 
 
+def is_all_scenes(split: str | Path | None) -> bool:
+    """Whether `split` selects every scene under the root (None or 'all')."""
+    return split is None or (isinstance(split, str) and split == ALL_SCENES)
+
+
+def _packaged_split(name: str) -> str | None:
+    """The shipped list of an official split: 'train' or its file name 'scannetv2_train', etc."""
+    for split in SPLITS:
+        if name in (split, f"scannetv2_{split}"):
+            return resources.files("gs3").joinpath("splits", f"scannetv2_{split}.txt").read_text()
+    return None
+
+
 def split_scene_names(split: str | Path) -> list[str]:
-    """Scene names of an official split ('train', 'val', 'test') or of a text file with one name per line."""
-    if str(split) in SPLITS:
-        text = resources.files("gs3").joinpath("splits", f"scannetv2_{split}.txt").read_text()
-    else:
+    """Scene names of an official split ('train', 'val', 'test', or 'scannetv2_train', ...) or of a text file
+    with one name per line. 'all' has no fixed names (it depends on the root): see `list_scenes`."""
+    if is_all_scenes(split):
+        raise DataError(f"split {ALL_SCENES!r} is every scene under a dataset root, not a list of names")
+    text = _packaged_split(str(split))
+    if text is None:
         path = Path(split)
         if not path.is_file():
-            raise DataError(f"split {split!r}: neither one of {SPLITS} nor an existing file")
+            raise DataError(
+                f"split {str(split)!r}: neither {ALL_SCENES!r}, one of {SPLITS} (or scannetv2_<split>), "
+                "nor an existing file"
+            )
         text = path.read_text()
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
@@ -59,12 +81,12 @@ def scene_path_in(root: Path, name: str) -> Path | None:
 
 
 def list_scenes(root: str | Path, split: str | Path | None = None) -> list[Path]:
-    """Scene paths under ``root`` sorted by name, optionally only those of a split (absent ones are left out;
-    see `missing_scenes`)."""
+    """Scene paths under ``root`` sorted by name: every scene (split None or 'all'), or only those of a split
+    in the split's order (absent ones are left out; see `missing_scenes`)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset root is not a directory")
-    if split is not None:
+    if not is_all_scenes(split):
         found = (scene_path_in(root, name) for name in split_scene_names(split))
         return [path for path in found if path is not None]
     scenes = {}
@@ -79,5 +101,7 @@ def list_scenes(root: str | Path, split: str | Path | None = None) -> list[Path]
 
 
 def missing_scenes(root: str | Path, split: str | Path) -> list[str]:
-    """Names of a split's scenes not found under ``root``."""
+    """Names of a split's scenes not found under ``root`` (none for 'all')."""
+    if is_all_scenes(split):
+        return []
     return [name for name in split_scene_names(split) if scene_path_in(Path(root), name) is None]

@@ -16,7 +16,6 @@ scene (V = 2 and interval = 5 by default; intervals count frame positions, see g
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from gs3.data.validation import (
     pose_problem,
 )
 from gs3.errors import DataError
+from gs3.files import atomic_write_text
 
 PAIR_LIST_FORMAT = "gs3-view-pairs"
 UNREADABLE_SCENE = "unreadable scene"
@@ -246,12 +246,8 @@ def compute_pair_list(
 
 
 def write_pair_list(path: str | Path, pair_list: dict) -> None:
-    """Write a pair list as JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(pair_list, indent=1))
-    os.replace(temporary, path)
+    """Write a pair list as JSON atomically, with the umask's permissions."""
+    atomic_write_text(json.dumps(pair_list, indent=1), path)
 
 
 def read_pair_list(path: str | Path, min_overlap: float | None = None) -> list[ViewSample]:

@@ -7,20 +7,19 @@ logit, scale_0..2 as log standard deviations, rot_0..3 as a wxyz quaternion.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
+from gs3.files import atomic_write
 from gs3.gaussians.container import Gaussians, sh_degree_from_coeffs
 
 _OPACITY_EPS = 1e-6
 
 
 def save_ply(gaussians: Gaussians, path: str | os.PathLike) -> None:
-    """Write atomically: a temporary file in the same folder, renamed over `path` when complete."""
+    """Write atomically (a temporary file renamed over `path` when complete), with the umask's permissions."""
     g = gaussians.detach().to("cpu", torch.float32)
     n = g.sh.shape[0]
     dc = g.sh[:, 0, :].numpy()
@@ -39,16 +38,8 @@ def save_ply(gaussians: Gaussians, path: str | os.PathLike) -> None:
     vertices = np.empty(n, dtype=[(name, "f4") for name in columns])
     for name, values in columns.items():
         vertices[name] = values
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            PlyData([PlyElement.describe(vertices, "vertex")]).write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    ply = PlyData([PlyElement.describe(vertices, "vertex")])
+    atomic_write(path, ply.write)
 
 
 def load_ply(path: str | os.PathLike) -> Gaussians:

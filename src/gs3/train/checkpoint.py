@@ -1,9 +1,9 @@
 """Checkpoints written atomically, and found again.
 
-A checkpoint is first written to a temporary file in the destination folder, flushed and fsynced, then
-renamed over the destination with `os.replace` (atomic on POSIX and Windows). A run killed mid-write leaves
-at most a stray `.tmp` file; the previous checkpoint is untouched. `last.ckpt` is a hard link (or, where
-links are unsupported, a copy) swapped in the same way.
+A checkpoint is written through `gs3.files.atomic_write`: a temporary file in the destination folder,
+flushed and fsynced, renamed over the destination with `os.replace`, with the umask's permissions. A run
+killed mid-write leaves at most a stray `.tmp` file; the previous checkpoint is untouched. `last.ckpt` is a
+hard link (or, where links are unsupported, a copy) swapped in the same way.
 """
 
 from __future__ import annotations
@@ -11,84 +11,42 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import _load as lightning_load
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gs3.errors import GS3Error
+from gs3.files import TMP_SUFFIX, atomic_link, atomic_write, atomic_write_text
+
+__all__ = [
+    "LAST_NAME",
+    "STEP_PATTERN",
+    "TMP_SUFFIX",
+    "AtomicCheckpointIO",
+    "atomic_link",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "remove_stale_temporaries",
+    "step_checkpoint_name",
+    "step_checkpoints",
+]
 
 LAST_NAME = "last.ckpt"
 STEP_PATTERN = re.compile(r"^step-(\d{8})\.ckpt$")
-TMP_SUFFIX = ".tmp"
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Persist the rename itself; not possible (nor needed) on every platform.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_checkpoint_file(obj: Any, file: io.BufferedWriter) -> None:
     torch.save(obj, file)
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask  # what open() would have given; mkstemp creates files 0600
-
-
-def _atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> None:
-    """Write `path` atomically: temp file in the same folder + fsync + os.replace (+ fsync of the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    try:
-        os.chmod(tmp, _default_mode())
-        with os.fdopen(fd, mode) as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to `path` atomically."""
-    _atomic_write(path, "wb", lambda file: _write_checkpoint_file(obj, file))
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    _atomic_write(path, "w", lambda file: file.write(text))
-
-
-def atomic_link(source: Path, destination: Path) -> None:
-    """Make `destination` name the same file as `source`, replacing it atomically."""
-    tmp = destination.with_name(f".{destination.name}.link{TMP_SUFFIX}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, destination)
-    _fsync_dir(destination.parent)
+    atomic_write(path, lambda file: _write_checkpoint_file(obj, file))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from gs3.config import DataConfig, PretrainConfig
 from gs3.errors import DataError
+from gs3.files import make_temporary_dir
 from gs3.train.sampling import EpochIndexed, ResumableSampler
 
 
@@ -50,8 +50,7 @@ def prepare_synthetic(config: PretrainConfig) -> Path:
     if (root / "scenes.txt").is_file():
         return root
     d = config.data
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    tmp = make_temporary_dir(root.parent, prefix=f".{root.name}.")  # the umask's permissions, not 0700
     try:
         print(f"gs3: generating {d.synthetic_scenes} synthetic scenes into {root} (once)", flush=True)
         write_dataset(
@@ -74,14 +73,27 @@ def prepare_synthetic(config: PretrainConfig) -> Path:
 
 
 def scene_paths(config: PretrainConfig, split: str) -> list[Path]:
-    from gs3.data.splits import list_scenes
+    """The scenes of data.train_split / data.val_split under data.root ('all': every scene there)."""
+    from gs3.data.splits import is_all_scenes, list_scenes
 
     data = config.data
     if data.source == "synthetic":
         return list_scenes(synthetic_root(config))
-    scenes = list_scenes(data.root, data.train_split if split == "train" else data.val_split)
+    key = f"data.{split}_split"
+    value = data.train_split if split == "train" else data.val_split
+    if not Path(data.root).expanduser().is_dir():
+        raise DataError(f"data.root {data.root}: not a folder (the dataset root, one folder per scene)")
+    try:
+        scenes = list_scenes(Path(data.root).expanduser(), value)
+    except DataError as error:
+        raise DataError(f"{key}: {error}") from None
+    if not scenes and is_all_scenes(value):
+        raise DataError(
+            f"data.root {data.root}: no scenes there ({key}=all takes every <scene>/color/ folder, "
+            "<scene>/<scene>.sens and <scene>.sens)"
+        )
     if not scenes:
-        raise DataError(f"data.root {data.root}: none of the scenes of split '{split}' found there")
+        raise DataError(f"data.root {data.root}: none of the scenes of {key}={value} found there")
     return scenes
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from gs3.config import config_from_dict
 from gs3.errors import GS3Error
+from gs3.files import atomic_write
 from gs3.train.checkpoint import load_checkpoint
 from gs3.train.visualize import colorize_depth, render_grid
 
@@ -44,7 +45,7 @@ def positions_of(scene, frames: list[int]) -> list[int]:
 
 
 def _png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array).save(path)
+    atomic_write(path, lambda file: Image.fromarray(array).save(file, format="PNG"))
 
 
 def _rgb8(image: torch.Tensor) -> np.ndarray:

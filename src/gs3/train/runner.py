@@ -32,6 +32,7 @@ from gs3.train.checkpoint import (
     step_checkpoints,
 )
 from gs3.train.data import GS3DataModule
+from gs3.train.determinism import determinism_callbacks
 from gs3.train.module import GS3Module
 
 
@@ -164,7 +165,7 @@ def pretrain(
     checkpointer = StepCheckpoint(
         checkpoint_dir, config.trainer.checkpoint_every, config.trainer.keep_checkpoints
     )
-    trainer = build_trainer(config, out, [checkpointer])
+    trainer = build_trainer(config, out, [checkpointer, *determinism_callbacks(config)])
     if trainer.is_global_zero:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(checkpoint_dir)
