@@ -5,7 +5,7 @@
 One custom autograd Function (`_Rasterize`) takes the Gaussians' fields and returns the images; its backward
 returns exact gradients w.r.t. means, scales, quaternions, opacities, SH and background. Per camera:
 `numba_project.project_forward` (EWA projection, culling, SH colour: one loop over Gaussians); a stable
-depth sort of the visible ones (numpy; the keys are the z of `projection.camera_space_means`, the torch
+depth sort of the visible ones (numpy; the keys are `projection.camera_space_coordinate`'s z, the torch
 backend's own, so that near-equal depths come in the same order in both); `numba_composite` (pixel boxes,
 per-tile depth-sorted lists, front-to-back compositing with per-pixel early termination, tiles in
 parallel); and in backward the reverse: the back-to-front compositing gradient per (tile, splat) entry,
@@ -57,7 +57,7 @@ from torch import Tensor
 
 from gs3.cameras import Cameras
 from gs3.gaussians.container import Gaussians
-from gs3.render.projection import camera_space_means
+from gs3.render.projection import camera_space_coordinate
 
 DEFAULT_TILE = 16  # pixels; 8 and 32 measured within a few % on the benchmark scenes
 _available: bool | None = None
@@ -217,7 +217,7 @@ class _Rasterize(torch.autograd.Function):
     ):
         fields = tuple(_numpy64(t) for t in (means, scales, quats, opacities, sh))
         cameras = _cameras(K, world_to_cam, centers, background)
-        sort_depths = camera_space_means(means.detach(), world_to_cam)[..., 2].numpy()
+        sort_depths = camera_space_coordinate(means.detach(), world_to_cam, 2).numpy()
         passes = _per_camera(
             lambda c, threads: camera_forward(
                 fields, cameras[c], sort_depths[c], width, height, threads, tile

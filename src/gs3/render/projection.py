@@ -95,12 +95,20 @@ def project_gaussians(
 def camera_space_means(
     means: Float[Tensor, "n 3"], world_to_cam: Float[Tensor, "c 4 4"]
 ) -> Float[Tensor, "c n 3"]:
-    """Means in every camera's frame. Its z is the depth the backends sort by: the numba backend takes its
-    sort keys from here too, so that near-equal depths (real depth maps hold many, quantised to the mm) come
-    out in the same order in both, bit for bit."""
-    return (world_to_cam[:, None, :3, :3] @ means[None, :, :, None]).squeeze(-1) + world_to_cam[
-        :, None, :3, 3
-    ]
+    """Means in every camera's frame, one coordinate at a time (`camera_space_coordinate`)."""
+    return torch.stack([camera_space_coordinate(means, world_to_cam, axis) for axis in range(3)], dim=-1)
+
+
+def camera_space_coordinate(
+    means: Float[Tensor, "n 3"], world_to_cam: Float[Tensor, "c 4 4"], axis: int
+) -> Float[Tensor, "c n"]:
+    """One camera-space coordinate, r·x + r·y + r·z + t in that order, elementwise (no matmul, whose
+    rounding depends on the BLAS kernel chosen). Its z is the depth both CPU backends sort by (the numba
+    backend takes its sort keys from here), so that near-equal depths, which real depth maps quantised to
+    the millimetre hold by the thousand, come out in the same order in both, bit for bit."""
+    row = world_to_cam[:, None, axis, :]  # (C, 1, 4)
+    x, y, z = means[None].unbind(-1)  # (1, N)
+    return row[..., 0] * x + row[..., 1] * y + row[..., 2] * z + row[..., 3]
 
 
 def bbox_extend(opacities: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:
