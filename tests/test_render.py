@@ -306,8 +306,13 @@ def test_gradcheck_every_input_full_jacobian(backend: str) -> None:
 
 @pytest.mark.parametrize(
     ("pair_budget", "keep_limit", "backend"),
-    [(1 << 21, 0, "torch"), (13, 0, "torch"), (13, 150, "torch"), (1 << 21, 1 << 24, "torch")]
-    + [pytest.param(0, 0, "numba", marks=NUMBA.marks)],
+    [
+        (1 << 21, 0, "torch"),
+        (13, 0, "torch"),
+        (13, 150, "torch"),
+        (1 << 21, 1 << 24, "torch"),
+        pytest.param(0, 0, "numba", marks=NUMBA.marks),
+    ],
 )
 def test_gradcheck_every_input(pair_budget: int, keep_limit: int, backend: str) -> None:
     """Random projections of the Jacobian (gradcheck's fast mode), several cameras, chunked or not, pairs
