@@ -284,6 +284,8 @@ def rasterize_numba(
         raise ValueError(
             f"rasterize: backend='numba' runs on the CPU, got tensors on {gaussians.means.device}"
         )
+    if not 1 <= tile <= 62:
+        raise ValueError(f"rasterize: numba backend tile size must be in 1..62 pixels, got {tile}")
     if cameras.K.requires_grad or cameras.cam_to_world.requires_grad:
         raise ValueError("rasterize: backend='numba' gives no gradient w.r.t. cameras; use backend='torch'")
     g = gaussians
