@@ -184,6 +184,40 @@ def test_result_does_not_depend_on_thread_count() -> None:
             assert torch.equal(grads[name], ref_grads[name]), (threads, num_cameras, name)
 
 
+def test_refuses_cameras_that_require_grad_and_bad_tiles() -> None:
+    from test_render import make_cameras, random_scene
+
+    g, cameras = random_scene(0, n=40), make_cameras(1)
+    with pytest.raises(ValueError, match="no gradient with respect to cameras"):
+        rasterize(g, Cameras(cameras.K.requires_grad_(), cameras.cam_to_world, 40, 30), backend="numba")
+    with pytest.raises(ValueError, match="tile size"):
+        rasterize_numba(g, make_cameras(1), torch.zeros(1, 3), tile=63)
+
+
+def test_renders_in_a_forked_child_after_the_parent_did() -> None:
+    """The thread pool is per process: a child forked after the parent rendered on several threads renders
+    too (instead of waiting on the parent's pool, whose threads it does not have)."""
+    import multiprocessing
+
+    from test_render import make_cameras, random_scene
+
+    g, cameras = random_scene(2, n=100), make_cameras(3)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = rasterize(g, cameras, backend="numba").color
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            child = pool.apply_async(_render_in_child, (g, cameras)).get(timeout=120)
+    finally:
+        torch.set_num_threads(threads_before)
+    assert torch.equal(child, expected)
+
+
+def _render_in_child(g: Gaussians, cameras: Cameras) -> torch.Tensor:
+    torch.set_num_threads(2)
+    return rasterize(g, cameras, backend="numba").color
+
+
 def _run_python(code: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
@@ -213,22 +247,34 @@ def test_first_call_in_a_new_process_prints_nothing() -> None:
     assert result.stdout == "" and result.stderr == ""
 
 
-@pytest.mark.slow
-def test_read_only_package_compiles_into_user_cache(tmp_path: Path) -> None:
-    """gs3 installed where it cannot write (a read-only copy of src/): numba caches the kernels in the
-    per-user cache instead (here NUMBA_CACHE_DIR), the first process compiles, the second loads the cache,
-    and neither prints anything."""
+def _read_only_copy_of_src(tmp_path: Path) -> Path:
     package = tmp_path / "site"
     shutil.copytree(SRC, package, ignore=shutil.ignore_patterns("__pycache__"))
     for path in sorted(package.rglob("*"), reverse=True):
         path.chmod(0o555 if path.is_dir() else 0o444)
     package.chmod(0o555)
+    return package
+
+
+def _make_writable(package: Path) -> None:
+    for path in [package, *package.rglob("*")]:
+        path.chmod(0o755)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["NUMBA_CACHE_DIR", "per-user cache"])
+def test_read_only_package_compiles_once_elsewhere(where: str, tmp_path: Path) -> None:
+    """gs3 installed where it cannot write (a read-only copy of src/): the kernels are cached in
+    NUMBA_CACHE_DIR when set, else in numba's per-user cache ($XDG_CACHE_HOME/numba); the first process
+    compiles, the second loads the cache, and neither prints anything. (The per-user case needs a non-root
+    user: root writes into read-only folders, so numba would cache next to the source.)"""
+    if where == "per-user cache" and os.geteuid() == 0:
+        pytest.skip("root can write into read-only folders: run as another user")
+    package = _read_only_copy_of_src(tmp_path)
     cache = tmp_path / "cache"
-    env = os.environ | {
-        "PYTHONPATH": str(package),
-        "NUMBA_CACHE_DIR": str(cache),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env |= {"PYTHONPATH": str(package), "PYTHONDONTWRITEBYTECODE": "1"}
+    env |= {"NUMBA_CACHE_DIR": str(cache)} if where == "NUMBA_CACHE_DIR" else {"XDG_CACHE_HOME": str(cache)}
     try:
         for _ in range(2):
             result = _run_python(_FIRST_CALL, env, tmp_path)
@@ -237,5 +283,4 @@ def test_read_only_package_compiles_into_user_cache(tmp_path: Path) -> None:
         assert list(cache.rglob("*.nbi")), "no numba cache index written"
         assert not list(package.rglob("*.nbi"))
     finally:
-        for path in [package, *package.rglob("*")]:
-            path.chmod(0o755)
+        _make_writable(package)

@@ -45,6 +45,7 @@ Decisions
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +62,7 @@ from gs3.render.projection import camera_space_coordinate
 
 DEFAULT_TILE = 16  # pixels; 8 and 32 measured within a few % on the benchmark scenes
 _available: bool | None = None
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
@@ -85,10 +86,13 @@ def _kernels():
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of `threads` workers for this process (keyed by pid too: a forked child inherits the parent's
+    pool object but not its threads, and would wait on it forever)."""
+    key = (os.getpid(), threads)
     with _pools_lock:
-        if threads not in _pools:
-            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="gs3-numba")
-        return _pools[threads]
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="gs3-numba")
+        return _pools[key]
 
 
 def _parallel(kernel: Callable, count: int, *args, threads: int, ranges_per_thread: int = 8) -> None:
@@ -287,7 +291,7 @@ def rasterize_numba(
     if not 1 <= tile <= 62:
         raise ValueError(f"rasterize: numba backend tile size must be in 1..62 pixels, got {tile}")
     if cameras.K.requires_grad or cameras.cam_to_world.requires_grad:
-        raise ValueError("rasterize: backend='numba' gives no gradient w.r.t. cameras; use backend='torch'")
+        raise ValueError("rasterize: backend='numba' has no gradient with respect to cameras (use 'torch')")
     g = gaussians
     return _Rasterize.apply(
         g.means, g.scales, g.quats, g.opacities, g.sh, background,
