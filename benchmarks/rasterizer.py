@@ -16,7 +16,8 @@ scenes, where the numba backend's time goes, how much work a pass is, and a dens
     saved activations fit the memory cap, against the backends on the same scene.
 Timings are medians of --runs runs after one warm-up, in one process, so ratios compare like with like on a
 shared machine. Peak memory is the process's peak RSS during the row (Linux: VmHWM, reset before each row
-through /proc/self/clear_refs; elsewhere ru_maxrss, which only grows), "+MB" its growth over the RSS before.
+through /proc/self/clear_refs; elsewhere ru_maxrss, which only grows), "+MB" its growth over the RSS before;
+memory freed by an earlier row may stay resident, so the first rows (numba before torch) are the clean ones.
 --quick: 3 runs, case (a) and the profile only.
 """
 
@@ -242,8 +243,8 @@ def main() -> None:
     print(f"timings: median of {runs} runs after a warm-up; peak = process peak RSS during the row")
     print(f"load probe: 10M-element float32 multiply {calibration_ms():.1f} ms at start\n")
     header = (
-        f"{'case':<42} {'gaussians':>9} {'cams':>4} {'backend':<7} {'mode':<8} {'median s':>9} "
-        f"{'peak MB':>8} {'+MB':>6} {'vs torch':>8}"
+        f"{'case':<46} {'gaussians':>9} {'cams':>4} {'backend':<7} {'mode':<8} {'median s':>9} "
+        f"{'peak MB':>8} {'+MB':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -253,11 +254,9 @@ def main() -> None:
         before = reset_peak()
         seconds[case, backend, mode] = timed(fn, runs)
         peak = peak_mb()
-        baseline = seconds.get((case, "torch", mode))
-        ratio = f"{baseline / seconds[case, backend, mode]:.1f}x" if baseline and backend != "torch" else ""
         print(
-            f"{case:<42} {len(g):>9} {cameras.K.shape[0]:>4} {backend:<7} {mode:<8} "
-            f"{seconds[case, backend, mode]:>9.3f} {peak:>8.0f} {peak - before:>6.0f} {ratio:>8}",
+            f"{case:<46} {len(g):>9} {cameras.K.shape[0]:>4} {backend:<7} {mode:<8} "
+            f"{seconds[case, backend, mode]:>9.3f} {peak:>8.0f} {peak - before:>6.0f}",
             flush=True,
         )
 
@@ -288,7 +287,7 @@ def main() -> None:
     if DATA.is_dir():
         g, cameras, images, invalid = pixel_aligned_scene()
         scene_a = (g, cameras, images)
-        compare(f"(a) pixel-aligned, 2 real views ({invalid} filled)", g, cameras, images)
+        compare(f"(a) pixel-aligned, 2 real views ({invalid} px filled)", g, cameras, images)
     else:
         print(f"(a) skipped: {DATA} not found")
 
@@ -300,7 +299,7 @@ def main() -> None:
         print()
         for n in (10_000, 100_000):
             g, cameras = random_scene(n)
-            compare(f"(b) random, SH degree 3, {WIDTH}x{HEIGHT}", g, cameras)
+            compare(f"(b) {n // 1000}k random, SH degree 3, {WIDTH}x{HEIGHT}", g, cameras)
 
     if not args.skip_dense and not args.quick:
         # Saved activations of the dense renderer ≈ 12 float32 tensors of pixels × Gaussians.
