@@ -21,13 +21,19 @@ Decisions
   The compiled projection follows `projection.py` and `sh.py` formula for formula; the tests hold the two
   backends to each other and both to a brute-force float64 renderer and to finite differences.
 - numba rather than a torch C++ extension: numba is a wheel (no compiler, torch headers or matching ABI on
-  the user's machine), its compiled code is cached on disk (compiled once per machine, ~30 s here, then
-  ~1 s to load per process) and the kernels stay readable Python.
+  the user's machine), its compiled code is cached on disk (compiled once per machine, ~12 s here, then
+  ~1 s to load per process) and the kernels stay readable Python. Measured against a C++ port of the
+  forward compositing kernel (load_inline, g++ -O3 -march=native, same algorithm, bit-identical output):
+  C++ 35.8 ms, numba 40.1 ms of one core for one camera of benchmark case (a), and 25 s to build that one
+  function on first use; 11 % is not worth a compiler requirement.
 - The kernels compute in float64 whatever the input dtype (inputs converted, outputs and gradients rounded
   back): one compiled version serves float32 and float64 (gradcheck), and the back-to-front recovery
   Tᵢ = Tᵢ₊₁/(1 − αᵢ) keeps full precision. A float32 render may therefore differ from the torch backend's
   (which evaluates α in float32) at a pair that sits within float32 rounding of the 1/255 or T ≤ 1e-4
-  thresholds; with float64 inputs the two agree to rounding.
+  thresholds (real pixel-aligned scene at 160×120: 6 of 115,200 colour values differ by more than 1e-5, at
+  most 2.5e-4). The float32 numba render is the more accurate one: on benchmark scene (c), where the torch
+  backend's and the brute-force float32 renders are 1.2e-5 off the float64 render at one pixel, it is
+  within 4e-9. With float64 inputs the two backends agree to rounding (~1e-10).
 - No gradient w.r.t. the cameras (gs3 never optimises them); cameras that require grad are refused.
 - Threads: the kernels are serial, compiled with `nogil`, and take a range of work items (Gaussians or
   tiles); a pool of Python threads, as many as `torch.get_num_threads()`, runs ranges as threads come free
@@ -60,7 +66,9 @@ from gs3.cameras import Cameras
 from gs3.gaussians.container import Gaussians
 from gs3.render.projection import camera_space_coordinate
 
-DEFAULT_TILE = 16  # pixels; 8 and 32 measured within a few % on the benchmark scenes
+# Tile side in pixels. CPU time of benchmark case (a) forward+backward, one thread: 8 → 340 ms, 16 → 290 ms,
+# 32 → 265 ms; 16 keeps enough tiles (300 at 320×240, 80 at 160×120) to balance many threads on one camera.
+DEFAULT_TILE = 16
 _available: bool | None = None
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
