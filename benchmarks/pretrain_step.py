@@ -14,11 +14,14 @@ Data: with --scene, a real pair (frames --frames of an exported scene, default
 rotation), the same pair repeated for batches > 1; without it, synthetic rooms at the config's resolution
 (generated once into --cache). The rasterizer backend is chosen by replacing `gs3.model.rasterize` with
 `rasterize(..., backend=B)` (gs3 has no config key for it; "auto" is numba on the CPU, gsplat on CUDA).
-Each (config, batch, device, backend) runs in a fresh subprocess, so its peak memory is its own: on CUDA
-torch.cuda.max_memory_allocated; on the CPU the process peak RSS (ru_maxrss: Python, torch and the data
-included). LPIPS needs the VGG-16 weights, which are not available offline: pass --vgg-weights to include
-it, otherwise λ_LPIPS = 0 and the table says so. "per sample" compares with batch 1 of the same config,
-device and backend; "vs torch" the torch backend's time in the same setting.
+Each (config, batch, device) runs in a fresh subprocess; in it every backend has its own model and
+optimizer (same initial weights) and their steps alternate, so that a load change on a shared machine hits
+all backends alike ("vs torch" is an in-process ratio). Peak memory is that of one step per backend: on
+CUDA torch.cuda.max_memory_allocated; on the CPU the process peak RSS (VmHWM reset before the step through
+/proc/self/clear_refs; Python, torch, both models and the data included), numba's step before torch's.
+LPIPS needs the VGG-16 weights, which are not available offline: pass --vgg-weights to include it,
+otherwise λ_LPIPS = 0 and the table says so. "per sample" compares with batch 1 of the same config, device
+and backend; "vs torch" the torch backend's time in the same process.
 
 --profile splits a step (median over the repeats) into: encoder + epipolar transformer + head forward
 (`GS3.predict`), rasterizer forward (every `rasterize` call), the rest of the forward (loss, metrics),
@@ -106,8 +109,8 @@ def stamp_function(clock: Clock):
     return Stamp
 
 
-def instrument(backend: str, clock: Clock, profile: bool) -> None:
-    """gs3.model.rasterize → rasterize(..., backend=backend), timed and stamped when profiling."""
+def instrument(current: dict[str, str], clock: Clock, profile: bool) -> None:
+    """gs3.model.rasterize → rasterize(..., backend=current["backend"]), timed and stamped when profiling."""
     import gs3.model
     from gs3.gaussians import Gaussians
     from gs3.model import GS3
@@ -117,6 +120,7 @@ def instrument(backend: str, clock: Clock, profile: bool) -> None:
     stamp = stamp_function(clock)
 
     def timed_rasterize(gaussians, cameras, background=None, backend_=None):
+        backend = current["backend"]
         if not profile:
             return rasterize(gaussians, cameras, background, backend=backend)
         start = time.perf_counter()
@@ -139,8 +143,29 @@ def instrument(backend: str, clock: Clock, profile: bool) -> None:
         GS3.predict = timed_predict
 
 
+def _status_kib(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak RSS where Linux allows it (/proc/self/clear_refs); returns the RSS (KiB) now."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def measure_one(args: argparse.Namespace) -> dict:
-    """One (config, batch, device, backend) in this process: median step time, peak memory, profile."""
+    """One (config, batch, device) in this process, every backend in `args.backend` (comma-separated) with
+    its own model and optimizer (same initial weights), their steps interleaved: per backend the median
+    step time, the peak memory of one step and the profile."""
     import torch
 
     from gs3.config import load_config
@@ -167,11 +192,15 @@ def measure_one(args: argparse.Namespace) -> dict:
         batch = synthetic_batch(args, config)
     device = torch.device(args.device)
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    backends = args.backend.split(",")
+    current = {"backend": backends[0]}
     clock = Clock()
-    instrument(args.backend, clock, args.profile)
-    torch.manual_seed(0)
-    model = GS3(config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    instrument(current, clock, args.profile)
+    models, optimizers = {}, {}
+    for backend in backends:
+        torch.manual_seed(0)
+        models[backend] = GS3(config).to(device).train()
+        optimizers[backend] = torch.optim.AdamW(models[backend].parameters(), lr=1e-4, weight_decay=0.05)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.type == "cuda"
@@ -183,7 +212,9 @@ def measure_one(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def step() -> dict[str, float]:
+    def step(backend: str) -> dict[str, float]:
+        current["backend"] = backend
+        model, optimizer = models[backend], optimizers[backend]
         clock.parts.clear()
         clock.backward_start.clear()
         clock.backward_end.clear()
@@ -207,22 +238,34 @@ def measure_one(args: argparse.Namespace) -> dict:
         parts["step"] = done - start
         return parts
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step()  # warm-up (allocations, spconv index building caches, numba cache loading)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    steps = [step() for _ in range(args.repeats)]
-    if device.type == "cuda":
-        memory = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (cuda max allocated)"
-    else:
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        memory = f"{peak_kib / 2**20:.2f} GiB peak RSS (+{(peak_kib - rss_before) / 2**20:.2f} in steps)"
+    for backend in backends:
+        step(backend)  # warm-up (allocations, spconv index building caches, numba cache loading)
+    memory = {}
+    for backend in sorted(backends, key=lambda b: b == "torch"):  # torch's larger peak last
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            step(backend)
+            memory[backend] = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (cuda max allocated)"
+        else:
+            before = _reset_peak_rss()
+            step(backend)
+            peak = _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            memory[backend] = f"{peak / 2**20:.2f} GiB peak RSS (+{(peak - before) / 2**20:.2f} in the step)"
+    steps: dict[str, list[dict[str, float]]] = {backend: [] for backend in backends}
+    for _ in range(args.repeats):
+        for backend in backends:
+            steps[backend].append(step(backend))
     return {
-        "median_s": statistics.median(s["step"] for s in steps),
-        "min_s": min(s["step"] for s in steps),
-        "parts": {p: statistics.median(s.get(p, 0.0) for s in steps) for p in PARTS} if args.profile else {},
-        "memory": memory,
-        "threads": torch.get_num_threads(),
+        backend: {
+            "median_s": statistics.median(s["step"] for s in runs),
+            "min_s": min(s["step"] for s in runs),
+            "parts": {p: statistics.median(s.get(p, 0.0) for s in runs) for p in PARTS}
+            if args.profile
+            else {},
+            "memory": memory[backend],
+            "threads": torch.get_num_threads(),
+        }
+        for backend, runs in steps.items()
     }
 
 
@@ -290,32 +333,30 @@ def main() -> None:
         backends = args.backends if device == "cpu" else ["gsplat"]
         for name in args.configs:
             for batch in args.batch_sizes:
-                results = {}
-                for backend in sorted(backends, key=lambda b: b == "torch", reverse=True):  # torch first
-                    command = [
-                        sys.executable, __file__, "--one", name, "--batch", str(batch), "--device", device,
-                        "--backend", backend, "--repeats", str(args.repeats), "--width", str(args.width),
-                        "--height", str(args.height), "--cache", args.cache,
-                        "--frames", *map(str, args.frames),
-                    ]  # fmt: skip
-                    command += ["--threads", str(args.threads)] if args.threads else []
-                    command += ["--scene", args.scene] if args.scene else []
-                    command += ["--profile"] if args.profile else []
-                    command += ["--vgg-weights", args.vgg_weights] if args.vgg_weights else []
-                    try:
-                        result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
-                    except subprocess.TimeoutExpired:
-                        print(f"{name:<20} {device:<6} {backend:<7} {batch:>5} {'timeout':>14}")
-                        continue
-                    if result.returncode != 0:
-                        reason = (result.stderr.strip().splitlines() or ["?"])[-1][:80]
-                        print(f"{name:<20} {device:<6} {backend:<7} {batch:>5} {'failed':>14}  {reason}")
-                        continue
-                    row = json.loads(result.stdout.strip().splitlines()[-1])
-                    results[backend] = row
+                command = [
+                    sys.executable, __file__, "--one", name, "--batch", str(batch), "--device", device,
+                    "--backend", ",".join(backends), "--repeats", str(args.repeats),
+                    "--width", str(args.width), "--height", str(args.height), "--cache", args.cache,
+                    "--frames", *map(str, args.frames),
+                ]  # fmt: skip
+                command += ["--threads", str(args.threads)] if args.threads else []
+                command += ["--scene", args.scene] if args.scene else []
+                command += ["--profile"] if args.profile else []
+                command += ["--vgg-weights", args.vgg_weights] if args.vgg_weights else []
+                try:
+                    result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{name:<20} {device:<6} {'':<7} {batch:>5} {'timeout':>14}")
+                    continue
+                if result.returncode != 0:
+                    reason = (result.stderr.strip().splitlines() or ["?"])[-1][:80]
+                    print(f"{name:<20} {device:<6} {'':<7} {batch:>5} {'failed':>14}  {reason}")
+                    continue
+                rows = json.loads(result.stdout.strip().splitlines()[-1])
+                for backend, row in rows.items():
                     base = baseline_per_sample.setdefault((name, device, backend), row["median_s"] / batch)
                     per_sample = row["median_s"] / batch
-                    torch_row = results.get("torch")
+                    torch_row = rows.get("torch")
                     versus = f"{torch_row['median_s'] / row['median_s']:.2f}x" if torch_row else ""
                     print(
                         f"{name:<20} {device:<6} {backend:<7} {batch:>5} {row['median_s']:>14.3f} "

@@ -14,10 +14,11 @@ scenes, where the numba backend's time goes, how much work a pass is, and a dens
 (b) 10k and 100k random Gaussians (SH degree 3) in front of one 320×240 camera.
 (c) the dense renderer (plain autograd over pixel chunks × all Gaussians) at the largest Gaussian count whose
     saved activations fit the memory cap, against the backends on the same scene.
-Timings are medians of --runs runs after one warm-up, in one process, so ratios compare like with like on a
-shared machine. Peak memory is the process's peak RSS during the row (Linux: VmHWM, reset before each row
-through /proc/self/clear_refs; elsewhere ru_maxrss, which only grows), "+MB" its growth over the RSS before;
-memory freed by an earlier row may stay resident, so the first rows (numba before torch) are the clean ones.
+Timings are medians of --runs runs after one warm-up, in one process, the backends' runs interleaved, so
+that ratios compare like with like on a shared machine. Peak memory is the process's peak RSS during one
+run of each (Linux: VmHWM, reset before the run through /proc/self/clear_refs; elsewhere ru_maxrss, which
+only grows), "+MB" its growth over the RSS before; memory freed by an earlier run may stay resident, so the
+numba backends' runs come before torch's.
 --quick: 3 runs, case (a) and the profile only.
 """
 
@@ -240,48 +241,54 @@ def main() -> None:
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, numba backend: {numba_available()}"
     )
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"timings: median of {runs} runs after a warm-up; peak = process peak RSS during the row")
+    print(
+        f"timings: median of {runs} runs, the backends' runs interleaved (a load change on a shared machine "
+        "hits all alike); peak = process peak RSS during one run, numba's measured before torch's"
+    )
     print(f"load probe: 10M-element float32 multiply {calibration_ms():.1f} ms at start\n")
     header = (
         f"{'case':<46} {'gaussians':>9} {'cams':>4} {'backend':<7} {'mode':<8} {'median s':>9} "
-        f"{'peak MB':>8} {'+MB':>6}"
+        f"{'peak MB':>8} {'+MB':>6} {'vs torch':>8}"
     )
     print(header)
     print("-" * len(header))
-    seconds: dict[tuple[str, str, str], float] = {}
 
-    def row(case: str, g: Gaussians, cameras: Cameras, backend: str, mode: str, fn) -> None:
-        before = reset_peak()
-        seconds[case, backend, mode] = timed(fn, runs)
-        peak = peak_mb()
-        print(
-            f"{case:<46} {len(g):>9} {cameras.K.shape[0]:>4} {backend:<7} {mode:<8} "
-            f"{seconds[case, backend, mode]:>9.3f} {peak:>8.0f} {peak - before:>6.0f}",
-            flush=True,
-        )
-
-    def compare(case: str, g: Gaussians, cameras: Cameras, target=None, modes=("fwd", "fwd+bwd")) -> None:
-        # torch last, so that its larger peak memory cannot hide the others' (where the peak cannot be reset)
-        for backend in sorted(backends, key=lambda b: b == "torch"):
-            for mode in modes:
+    def compare(case: str, g: Gaussians, cameras: Cameras, target=None, names=None) -> dict:
+        names = names or backends
+        fns = {}
+        for backend in names:
+            for mode in ("fwd", "fwd+bwd"):
                 if args.quick and backend == "torch" and mode == "fwd":
                     continue
                 render = renderer(backend)
-                fn = (
+                fns[backend, mode] = (
                     forward(g, cameras, render)
                     if mode == "fwd"
                     else forward_backward(g, cameras, render, target)
                 )
-                row(case, g, cameras, backend, mode, fn)
-        for backend in backends:  # ratios again, now that torch has run
-            for mode in modes:
-                if (
-                    backend != "torch"
-                    and (case, "torch", mode) in seconds
-                    and (case, backend, mode) in seconds
-                ):
-                    ratio = seconds[case, "torch", mode] / seconds[case, backend, mode]
-                    print(f"    {case}: {backend} {mode} {ratio:.1f}x faster than torch")
+        memory = {}
+        for key in sorted(fns, key=lambda k: k[0] == "torch"):  # torch's larger peak last
+            fns[key]()  # warm-up (and compilation or cache loading)
+            before = reset_peak()
+            fns[key]()
+            memory[key] = (peak_mb(), peak_mb() - before)
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in fns}
+        for _ in range(runs):
+            for key, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+        medians = {key: statistics.median(t) for key, t in times.items()}
+        for (backend, mode), seconds in medians.items():
+            baseline = medians.get(("torch", mode))
+            ratio = f"{baseline / seconds:.1f}x" if baseline else ""
+            peak, growth = memory[backend, mode]
+            print(
+                f"{case:<46} {len(g):>9} {cameras.K.shape[0]:>4} {backend:<7} {mode:<8} {seconds:>9.3f} "
+                f"{peak:>8.0f} {growth:>6.0f} {ratio:>8}",
+                flush=True,
+            )
+        return medians
 
     scene_a = None
     if DATA.is_dir():
@@ -309,20 +316,15 @@ def main() -> None:
             f"\n(c) dense vs the backends, {n_dense} random Gaussians (largest under the "
             f"{args.dense_memory_gb:g} GB activation cap), 1 camera {WIDTH}x{HEIGHT}"
         )
-        case = "(c) dense comparison"
-        for backend in [*backends, "dense"]:
-            for mode in ("fwd", "fwd+bwd"):
-                render = renderer(backend)
-                fn = forward(g, cameras, render) if mode == "fwd" else forward_backward(g, cameras, render)
-                row(case, g, cameras, backend, mode, fn)
+        medians = compare("(c) dense comparison", g, cameras, names=[*backends, "dense"])
         with torch.no_grad():
             dense = dense_rasterize(g, cameras)
             for backend in backends:
                 diff = (dense - renderer(backend)(g, cameras)).abs().max().item()
                 print(
                     f"speed-up of {backend} over dense: forward "
-                    f"{seconds[case, 'dense', 'fwd'] / seconds[case, backend, 'fwd']:.1f}x, forward+backward "
-                    f"{seconds[case, 'dense', 'fwd+bwd'] / seconds[case, backend, 'fwd+bwd']:.1f}x; "
+                    f"{medians['dense', 'fwd'] / medians[backend, 'fwd']:.1f}x, forward+backward "
+                    f"{medians['dense', 'fwd+bwd'] / medians[backend, 'fwd+bwd']:.1f}x; "
                     f"max |dense − {backend}| = {diff:.2e}"
                 )
     print(f"\nload probe: 10M-element float32 multiply {calibration_ms():.1f} ms at the end")

@@ -160,6 +160,37 @@ def test_row_recurrence_fallback_on_needle_gaussians(tile: int) -> None:
         torch.testing.assert_close(mine, grad, rtol=1e-9, atol=1e-9 * grad.abs().max().item())
 
 
+def test_gradients_where_the_jacobian_clamps_x_over_z() -> None:
+    """Large Gaussians centred beyond 1.3× the half field of view but reaching into the image: J uses the
+    clamped x/z, y/z there (constant in x, proportional to z), a branch of the compiled backward the other
+    scenes barely reach. Gradients against the torch backend's autograd, float64."""
+    gen = torch.Generator().manual_seed(3)
+    n = 24
+    z = 1.0 + 2.0 * torch.rand(n, generator=gen, dtype=torch.float64)
+    side = torch.where(torch.rand(n, 2, generator=gen) < 0.5, -1.0, 1.0).double()
+    xy = side * z[:, None] * (0.75 + 0.2 * torch.rand(n, 2, generator=gen, dtype=torch.float64))
+    xy[: n // 2, 1] *= 0.2  # half of them off to the side only, half off a corner
+    g = Gaussians(
+        torch.cat([xy, z[:, None]], -1),
+        0.2 + 0.3 * torch.rand(n, 3, generator=gen, dtype=torch.float64),
+        torch.randn(n, 4, generator=gen, dtype=torch.float64),
+        0.5 + 0.4 * torch.rand(n, generator=gen, dtype=torch.float64),
+        0.3 * torch.randn(n, 4, 3, generator=gen, dtype=torch.float64),
+    )
+    K = torch.tensor([[40.0, 0, 20], [0, 40, 15], [0, 0, 1]], dtype=torch.float64)
+    cameras = Cameras(K[None], torch.eye(4, dtype=torch.float64)[None], 40, 30)
+    proj = project_gaussians(g.means, g.scales, g.quats, g.opacities, cameras.K, cameras.world_to_cam, 40, 30)
+    limit = (40 - 20) / 40 + 0.3 * 0.5  # lim_x_pos = lim_x_neg here
+    clamped = proj.visible[0] & ((g.means[:, 0] / g.means[:, 2]).abs() > limit)
+    assert clamped.sum() >= 5
+    target = torch.full((1, 30, 40, 3), 0.5, dtype=torch.float64)
+    ours, our_grads = _render_and_grads(g, cameras, target, "numba")
+    theirs, their_grads = _render_and_grads(g, cameras, target, "torch")
+    torch.testing.assert_close(ours.color, theirs.color, rtol=0, atol=1e-12)
+    for name, grad in their_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-9, atol=1e-10 * grad.abs().max().item())
+
+
 def test_result_does_not_depend_on_thread_count() -> None:
     """Per-entry gradient rows summed in a fixed order: 1, 2 or 3 threads give bit-identical results, with
     one camera (tiles split over threads) and three (cameras side by side)."""
