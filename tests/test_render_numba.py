@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -225,28 +226,33 @@ def test_refuses_cameras_that_require_grad_and_bad_tiles() -> None:
         rasterize_numba(g, make_cameras(1), torch.zeros(1, 3), tile=63)
 
 
-def test_renders_in_a_forked_child_after_the_parent_did() -> None:
-    """The thread pool is per process: a child forked after the parent rendered on several threads renders
-    too (instead of waiting on the parent's pool, whose threads it does not have)."""
+def test_thread_pool_works_in_a_forked_child() -> None:
+    """The kernels' thread pool is per process: a child forked after the parent ran ranges on two threads
+    runs its own (instead of waiting forever on the parent's pool object, whose threads it does not have).
+    The ranges are given to a plain Python function here: torch itself must stay single-threaded in a
+    forked child (GNU OpenMP cannot fork)."""
     import multiprocessing
 
-    from test_render import make_cameras, random_scene
+    from gs3.render.numba_backend import _parallel
 
-    g, cameras = random_scene(2, n=100), make_cameras(3)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        expected = rasterize(g, cameras, backend="numba").color
-        with multiprocessing.get_context("fork").Pool(1) as pool:
-            child = pool.apply_async(_render_in_child, (g, cameras)).get(timeout=120)
-    finally:
-        torch.set_num_threads(threads_before)
-    assert torch.equal(child, expected)
+    ranges = np.zeros(100, dtype=np.int64)
+    _parallel(_mark_range, 100, ranges, threads=2)
+    assert (ranges == os.getpid()).all()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        pid, marks = pool.apply_async(_ranges_in_child).get(timeout=60)
+    assert pid != os.getpid() and marks == [pid] * 100
 
 
-def _render_in_child(g: Gaussians, cameras: Cameras) -> torch.Tensor:
-    torch.set_num_threads(2)
-    return rasterize(g, cameras, backend="numba").color
+def _mark_range(first: int, last: int, out: np.ndarray) -> None:
+    out[first:last] = os.getpid()
+
+
+def _ranges_in_child() -> tuple[int, list[int]]:
+    from gs3.render.numba_backend import _parallel
+
+    out = np.zeros(100, dtype=np.int64)
+    _parallel(_mark_range, 100, out, threads=2)
+    return os.getpid(), out.tolist()
 
 
 def _run_python(code: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
