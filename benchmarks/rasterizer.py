@@ -1,27 +1,32 @@
-"""Rasterizer speed and memory: torch backend on real pixel-aligned Gaussians, random scenes, and against a
-dense brute-force renderer (every Gaussian × every pixel).
+"""Rasterizer speed and memory: the CPU backends side by side on real pixel-aligned Gaussians and random
+scenes, where the numba backend's time goes, how much work a pass is, and a dense brute-force renderer.
 
-    python benchmarks/rasterizer.py [--runs 5] [--threads N] [--skip-dense]
+    python benchmarks/rasterizer.py [--runs 5] [--threads N] [--quick] [--skip-dense] [--backends numba torch]
 
 (a) two real 320×240 RGB-D views of ../shared/data/scannet_format/redkitchen_a (frames 0 and 5; colour and
     depth read with Pillow, resized to 320×240, K scaled by 0.5): one Gaussian per pixel of both views
     (153,600), on its pixel's ray at its depth (pixels without valid depth take the median valid depth of
     their view, so every pixel has a Gaussian), isotropic scale = one pixel footprint z/fx, opacity 0.8,
     colour = the pixel's RGB as SH degree 0; rendered into both views. Forward, and forward+backward of an
-    MSE loss against the images (gradients for every Gaussian field).
+    MSE loss against the images (gradients for every Gaussian field). Then the numba backend's
+    forward+backward stage by stage, the (Gaussian, pixel) pairs a pass evaluates and composites, and the
+    arithmetic rate this is against the machine's peak.
 (b) 10k and 100k random Gaussians (SH degree 3) in front of one 320×240 camera.
 (c) the dense renderer (plain autograd over pixel chunks × all Gaussians) at the largest Gaussian count whose
-    saved activations fit the memory cap, and the torch backend on the same scene.
-Peak memory on the CPU is the process peak RSS (resource.getrusage ru_maxrss), so it only grows: each row
-reports the peak reached so far, and rows run from small to large; peak minus the RSS before the row is
-printed too. Timings are medians of --runs runs after one warm-up.
+    saved activations fit the memory cap, against the backends on the same scene.
+Timings are medians of --runs runs after one warm-up, in one process, the backends' runs interleaved, so
+that ratios compare like with like on a shared machine. Peak memory is the process's peak RSS during one
+run of each (Linux: VmHWM, reset before the run through /proc/self/clear_refs; elsewhere ru_maxrss, which
+only grows), "+MB" its growth over the RSS before; memory freed by an earlier run may stay resident, so the
+numba backends' runs come before torch's.
+--quick: 3 runs, case (a) and the profile only.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import platform
+import os
 import resource
 import statistics
 import sys
@@ -35,35 +40,41 @@ from PIL import Image
 from gs3.cameras import Cameras, scale_intrinsics
 from gs3.gaussians import Gaussians
 from gs3.render import rasterize
+from gs3.render.numba_backend import numba_available
 from gs3.render.projection import ALPHA_THRESHOLD, project_gaussians
 from gs3.render.sh import SH_C0, sh_to_color
+from machine_info import cpu_model  # benchmarks/ is on sys.path when a script runs
+from numba_profile import profile_numba
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scannet_format" / "redkitchen_a"
 WIDTH, HEIGHT = 320, 240
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+# ----------------------------------------------------------------------------------------------------------
+# Memory
 
 
-def machine() -> str:
-    cpu = "unknown cpu"
+def _status_mb(key: str) -> float | None:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
     except OSError:
         pass
-    load = ""
+    return None
+
+
+def reset_peak() -> float:
+    """Reset the peak RSS where the OS allows it; returns the RSS (MB) now."""
     try:
-        load = f", load average {Path('/proc/loadavg').read_text().split()[0]} at start"
+        Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-    return (
-        f"{cpu}, {torch.get_num_threads()} torch threads ({platform.machine()}, {torch.__version__}, "
-        f"python {platform.python_version()}){load}"
-    )
+    return _status_mb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_mb() -> float:
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -175,26 +186,28 @@ def leaves(g: Gaussians) -> Gaussians:
     return Gaussians(*fields, validate=False)
 
 
-def forward(g: Gaussians, cameras: Cameras, render=None):
+def renderer(backend: str):
+    if backend == "dense":
+        return dense_rasterize
+    return lambda g, cameras: rasterize(g, cameras, backend=backend).color
+
+
+def forward(g: Gaussians, cameras: Cameras, render):
     def run():
         with torch.no_grad():
-            return (render or _render)(g, cameras)
+            return render(g, cameras)
 
     return run
 
 
-def forward_backward(g: Gaussians, cameras: Cameras, target: torch.Tensor | None = None, render=None):
+def forward_backward(g: Gaussians, cameras: Cameras, render, target: torch.Tensor | None = None):
     def run():
         params = leaves(g)
-        color = (render or _render)(params, cameras)
+        color = render(params, cameras)
         reference = target if target is not None else torch.full_like(color, 0.5)
         ((color - reference) ** 2).mean().backward()
 
     return run
-
-
-def _render(g: Gaussians, cameras: Cameras) -> torch.Tensor:
-    return rasterize(g, cameras, backend="torch").color
 
 
 def calibration_ms() -> float:
@@ -207,73 +220,113 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="3 runs; case (a) and the profile only")
     parser.add_argument("--skip-dense", action="store_true")
+    parser.add_argument("--backends", nargs="+", default=["numba", "torch"], choices=["numba", "torch"])
     parser.add_argument(
         "--dense-memory-gb", type=float, default=3.0, help="cap on the dense renderer's activations"
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    runs = 3 if args.quick else args.runs
+    backends = [b for b in args.backends if b != "numba" or numba_available()]
 
-    print(f"machine: {machine()}")
+    load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "
+        f"{torch.__version__}, load average {load} at start"
+    )
+    print(
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, numba backend: {numba_available()}"
+    )
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"timings: median of {args.runs} runs after a warm-up; peak = process peak RSS so far")
+    print(
+        f"timings: median of {runs} runs, the backends' runs interleaved (a load change on a shared machine "
+        "hits all alike); peak = process peak RSS during one run, numba's measured before torch's"
+    )
     print(f"load probe: 10M-element float32 multiply {calibration_ms():.1f} ms at start\n")
     header = (
-        f"{'case':<46} {'gaussians':>9} {'cams':>4} {'mode':<9} {'median s':>9} {'peak MB':>8} {'+MB':>7}"
+        f"{'case':<46} {'gaussians':>9} {'cams':>4} {'backend':<7} {'mode':<8} {'median s':>9} "
+        f"{'peak MB':>8} {'+MB':>6} {'vs torch':>8}"
     )
     print(header)
     print("-" * len(header))
 
-    def row(case: str, g: Gaussians, cameras: Cameras, mode: str, fn) -> float:
-        before = rss_mb()
-        seconds = timed(fn, args.runs)
-        peak = rss_mb()
-        print(
-            f"{case:<46} {len(g):>9} {cameras.K.shape[0]:>4} {mode:<9} {seconds:>9.3f} {peak:>8.0f} "
-            f"{peak - before:>7.0f}",
-            flush=True,
-        )
-        return seconds
+    def compare(case: str, g: Gaussians, cameras: Cameras, target=None, names=None) -> dict:
+        names = names or backends
+        fns = {}
+        for backend in names:
+            for mode in ("fwd", "fwd+bwd"):
+                if args.quick and backend == "torch" and mode == "fwd":
+                    continue
+                render = renderer(backend)
+                fns[backend, mode] = (
+                    forward(g, cameras, render)
+                    if mode == "fwd"
+                    else forward_backward(g, cameras, render, target)
+                )
+        memory = {}
+        for key in sorted(fns, key=lambda k: k[0] == "torch"):  # torch's larger peak last
+            fns[key]()  # warm-up (and compilation or cache loading)
+            before = reset_peak()
+            fns[key]()
+            memory[key] = (peak_mb(), peak_mb() - before)
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in fns}
+        for _ in range(runs):
+            for key, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+        medians = {key: statistics.median(t) for key, t in times.items()}
+        for (backend, mode), seconds in medians.items():
+            baseline = medians.get(("torch", mode))
+            ratio = f"{baseline / seconds:.1f}x" if baseline else ""
+            peak, growth = memory[backend, mode]
+            print(
+                f"{case:<46} {len(g):>9} {cameras.K.shape[0]:>4} {backend:<7} {mode:<8} {seconds:>9.3f} "
+                f"{peak:>8.0f} {growth:>6.0f} {ratio:>8}",
+                flush=True,
+            )
+        return medians
 
-    for n in (10_000, 100_000):
-        g, cameras = random_scene(n)
-        row(f"(b) random, SH degree 3, {WIDTH}x{HEIGHT}", g, cameras, "fwd", forward(g, cameras))
-        row(f"(b) random, SH degree 3, {WIDTH}x{HEIGHT}", g, cameras, "fwd+bwd", forward_backward(g, cameras))
-
+    scene_a = None
     if DATA.is_dir():
         g, cameras, images, invalid = pixel_aligned_scene()
-        name = f"(a) pixel-aligned, 2 real views ({invalid} filled)"
-        row(name, g, cameras, "fwd", forward(g, cameras))
-        row(name, g, cameras, "fwd+bwd", forward_backward(g, cameras, images))
+        scene_a = (g, cameras, images)
+        compare(f"(a) pixel-aligned, 2 real views ({invalid} px filled)", g, cameras, images)
     else:
         print(f"(a) skipped: {DATA} not found")
 
-    if not args.skip_dense:
+    if scene_a is not None and "numba" in backends:
+        print()
+        profile_numba(*scene_a, runs)
+
+    if not args.quick:
+        print()
+        for n in (10_000, 100_000):
+            g, cameras = random_scene(n)
+            compare(f"(b) {n // 1000}k random, SH degree 3, {WIDTH}x{HEIGHT}", g, cameras)
+
+    if not args.skip_dense and not args.quick:
         # Saved activations of the dense renderer ≈ 12 float32 tensors of pixels × Gaussians.
         n_dense = int(args.dense_memory_gb * 2**30 / (12 * 4 * WIDTH * HEIGHT))
         g, cameras = random_scene(n_dense, seed=1)
         print(
-            f"\n(c) dense vs torch backend, {n_dense} random Gaussians (largest under the "
+            f"\n(c) dense vs the backends, {n_dense} random Gaussians (largest under the "
             f"{args.dense_memory_gb:g} GB activation cap), 1 camera {WIDTH}x{HEIGHT}"
         )
-        ours_f = row("(c) torch backend", g, cameras, "fwd", forward(g, cameras))
-        ours_fb = row("(c) torch backend", g, cameras, "fwd+bwd", forward_backward(g, cameras))
-        dense_f = row("(c) dense brute force", g, cameras, "fwd", forward(g, cameras, dense_rasterize))
-        dense_fb = row(
-            "(c) dense brute force",
-            g,
-            cameras,
-            "fwd+bwd",
-            forward_backward(g, cameras, render=dense_rasterize),
-        )
+        medians = compare("(c) dense comparison", g, cameras, names=[*backends, "dense"])
         with torch.no_grad():
-            diff = (dense_rasterize(g, cameras) - _render(g, cameras)).abs().max().item()
-        print(
-            f"speed-up over dense: forward {dense_f / ours_f:.1f}x, "
-            f"forward+backward {dense_fb / ours_fb:.1f}x; "
-            f"max |dense − ours| = {diff:.2e}"
-        )
+            dense = dense_rasterize(g, cameras)
+            for backend in backends:
+                diff = (dense - renderer(backend)(g, cameras)).abs().max().item()
+                print(
+                    f"speed-up of {backend} over dense: forward "
+                    f"{medians['dense', 'fwd'] / medians[backend, 'fwd']:.1f}x, forward+backward "
+                    f"{medians['dense', 'fwd+bwd'] / medians[backend, 'fwd+bwd']:.1f}x; "
+                    f"max |dense − {backend}| = {diff:.2e}"
+                )
     print(f"\nload probe: 10M-element float32 multiply {calibration_ms():.1f} ms at the end")
 
 

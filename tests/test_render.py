@@ -1,5 +1,6 @@
 """The rasterizer against a brute-force float64 renderer written here (every Gaussian at every pixel, sorted
-by depth, gsplat 1.5.3's rules), gradcheck for every differentiable input, bad input, gsplat parity (CUDA)."""
+by depth, gsplat 1.5.3's rules), gradcheck for every differentiable input, bad input, gsplat parity (CUDA).
+The CPU backends (torch, and numba when it imports) each run the forward and gradient suites."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import torch
 
 from gs3.cameras import Cameras
 from gs3.gaussians import Gaussians
-from gs3.render import RenderOutput, rasterize
+from gs3.render import RenderOutput, rasterize, resolve_backend
+from gs3.render.numba_backend import numba_available, rasterize_numba
 from gs3.render.sh import sh_to_color
 from gs3.render.torch_backend import rasterize_torch
 
 WIDTH, HEIGHT = 40, 30
+NUMBA = pytest.param("numba", marks=pytest.mark.skipif(not numba_available(), reason="numba not installed"))
+CPU_BACKENDS = ["torch", NUMBA]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -171,12 +175,13 @@ def _assert_close(out: RenderOutput, ref: RenderOutput, atol: float) -> None:
 # Forward
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
-def test_torch_backend_matches_brute_force(degree: int) -> None:
+def test_backend_matches_brute_force(degree: int, backend: str) -> None:
     gaussians = random_scene(degree, degree=degree)
     cameras = make_cameras(3)
     background = torch.tensor([[0.1, 0.5, 0.9], [1.0, 0.0, 0.2], [0.3, 0.3, 0.3]])
-    out = rasterize(gaussians, cameras, background, backend="torch")
+    out = rasterize(gaussians, cameras, background, backend=backend)
     ref, stopped = reference_render_with_stops(gaussians, cameras, background)
     assert out.color.dtype == torch.float32
     assert out.color.shape == (3, HEIGHT, WIDTH, 3) and out.alpha.shape == out.depth.shape == (
@@ -202,21 +207,35 @@ def test_dense_scene_with_early_stop_and_small_chunks() -> None:
     for budget in (37, 1000, 1 << 21):
         color, alpha, depth = rasterize_torch(gaussians, cameras, background.expand(2, 3), pair_budget=budget)
         _assert_close(RenderOutput(color, alpha, depth), ref, 1e-5)
+    if numba_available():  # its tiles, lists and per-pixel stops on the same scene
+        _assert_close(RenderOutput(*rasterize_numba(gaussians, cameras, background.expand(2, 3))), ref, 1e-5)
 
 
-def test_empty_scene_renders_background() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_float64_inputs_match_brute_force_to_rounding(backend: str) -> None:
+    gaussians = random_scene(4, degree=2, dtype=torch.float64)
+    cameras = make_cameras(2, torch.float64)
+    background = torch.tensor([0.3, 0.6, 0.1], dtype=torch.float64)
+    out = rasterize(gaussians, cameras, background, backend=backend)
+    assert out.color.dtype == torch.float64
+    _assert_close(out, reference_render(gaussians, cameras, background.expand(2, 3)), 1e-10)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_empty_scene_renders_background(backend: str) -> None:
     empty = Gaussians(
         torch.zeros(0, 3), torch.ones(0, 3), torch.ones(0, 4), torch.zeros(0), torch.zeros(0, 4, 3)
     )
     background = torch.tensor([[0.25, 0.5, 0.75], [1.0, 0.0, 0.0]], requires_grad=True)
-    out = rasterize(empty, make_cameras(2), background, backend="torch")
+    out = rasterize(empty, make_cameras(2), background, backend=backend)
     assert torch.equal(out.color, background.detach()[:, None, None, :].expand(2, HEIGHT, WIDTH, 3))
     assert not out.alpha.any() and not out.depth.any()
     out.color.sum().backward()
     assert torch.allclose(background.grad, torch.full((2, 3), float(HEIGHT * WIDTH)))
 
 
-def test_hand_computed_single_gaussian() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_hand_computed_single_gaussian(backend: str) -> None:
     """One isotropic Gaussian on the optical axis: at the pixel next to the centre
     α = o·exp(−½ d²/σ²) with σ² = (f·s/z)² + 0.3, colour = α·c + (1 − α)·bg, depth = α·z."""
     f, s, z, o = 50.0, 0.02, 2.0, 0.8
@@ -232,7 +251,7 @@ def test_hand_computed_single_gaussian() -> None:
         sh,
     )
     bg = torch.tensor([0.1, 0.1, 0.1])
-    out = rasterize(g, cameras, bg, backend="torch")
+    out = rasterize(g, cameras, bg, backend=backend)
     var = (f * s / z) ** 2 + 0.3
     # pixel (10, 9): centre (10.5, 9.5), d = (0.5, −0.5) from the mean (10, 10)
     alpha = o * math.exp(-0.5 * 0.5 / var)
@@ -259,44 +278,56 @@ def _small_scene(seed: int, n: int = 7, degree: int = 2) -> tuple[list[torch.Ten
     return [means, scales, quats, opacities, sh, background], make_cameras(2, torch.float64, 12, 10)
 
 
-def _render_all(cameras: Cameras, pair_budget: int, keep_limit: int = 0):
-    """keep_limit=0: backward replays every chunk; large: backward reuses the pairs kept by the forward."""
+def _render_all(cameras: Cameras, pair_budget: int, keep_limit: int = 0, backend: str = "torch"):
+    """keep_limit=0: backward replays every chunk; large: backward reuses the pairs kept by the forward.
+    (Both only concern the torch backend; backend="numba" renders with the compiled one instead.)"""
 
     def fn(means, scales, quats, opacities, sh, background):
         g = Gaussians(means, scales, quats, opacities, sh, validate=False)
+        if backend == "numba":
+            return rasterize_numba(g, cameras, background)
         return rasterize_torch(g, cameras, background, pair_budget=pair_budget, keep_limit=keep_limit)
 
     return fn
 
 
-def test_gradcheck_every_input_full_jacobian() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradcheck_every_input_full_jacobian(backend: str) -> None:
     """Every entry of the Jacobian (all outputs × all inputs) against finite differences, on a tiny scene."""
     inputs, _ = _small_scene(3, n=4, degree=1)
     cameras = make_cameras(1, torch.float64, 7, 6)
     cameras.K = cameras.K * torch.tensor([[0.2, 1, 0.2], [1, 0.2, 0.2], [1, 1, 1]], dtype=torch.float64)
     inputs[5] = inputs[5][:1]
     inputs = [t.requires_grad_() for t in inputs]
-    fn = _render_all(cameras, 1 << 21)
+    fn = _render_all(cameras, 1 << 21, backend=backend)
     assert fn(*inputs)[1].max() > 0.5  # the Gaussians are really in view
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize(
-    ("pair_budget", "keep_limit"), [(1 << 21, 0), (13, 0), (13, 150), (1 << 21, 1 << 24)]
+    ("pair_budget", "keep_limit", "backend"),
+    [
+        (1 << 21, 0, "torch"),
+        (13, 0, "torch"),
+        (13, 150, "torch"),
+        (1 << 21, 1 << 24, "torch"),
+        pytest.param(0, 0, "numba", marks=NUMBA.marks),
+    ],
 )
-def test_gradcheck_every_input(pair_budget: int, keep_limit: int) -> None:
+def test_gradcheck_every_input(pair_budget: int, keep_limit: int, backend: str) -> None:
     """Random projections of the Jacobian (gradcheck's fast mode), several cameras, chunked or not, pairs
-    replayed in backward, kept from the forward, or some of each."""
+    replayed in backward, kept from the forward, or some of each (torch backend); the numba backend."""
     inputs, cameras = _small_scene(3)
     inputs = [t.requires_grad_() for t in inputs]
-    fn = _render_all(cameras, pair_budget, keep_limit)
+    fn = _render_all(cameras, pair_budget, keep_limit, backend)
     assert fn(*inputs)[1].max() > 0.5
     for seed in range(3):
         torch.manual_seed(seed)
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
-def test_gradcheck_with_early_stop() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradcheck_with_early_stop(backend: str) -> None:
     """Nearly opaque, overlapping Gaussians: pixels stop compositing, the gradient must still be exact."""
     inputs, cameras = _small_scene(11, n=12, degree=0)
     means, scales, quats, opacities, sh, background = inputs
@@ -304,7 +335,7 @@ def test_gradcheck_with_early_stop() -> None:
     scales = scales * 2.5
     means = means * torch.tensor([0.3, 0.3, 1.0], dtype=torch.float64)
     inputs = [t.detach().requires_grad_() for t in (means, scales, quats, opacities, sh, background)]
-    fn = _render_all(cameras, 1 << 21)
+    fn = _render_all(cameras, 1 << 21, backend=backend)
     g = Gaussians(*[t.detach() for t in inputs[:5]])
     assert reference_render_with_stops(g, cameras, inputs[5].detach())[1].any()  # some pixels did stop
     for seed in range(3):
@@ -312,7 +343,8 @@ def test_gradcheck_with_early_stop() -> None:
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
-def test_gradients_match_autograd_through_brute_force() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradients_match_autograd_through_brute_force(backend: str) -> None:
     """Same loss through the rasterizer and through autograd on the float64 reference."""
     inputs, _ = _small_scene(5, n=30, degree=3)
     cameras = make_cameras(2, torch.float64, 24, 18)
@@ -322,7 +354,7 @@ def test_gradients_match_autograd_through_brute_force() -> None:
         return sum((w * o).sum() for w, o in zip(weights, outputs))
 
     ours = [t.clone().requires_grad_() for t in inputs]
-    loss(_render_all(cameras, 1 << 21)(*ours)).backward()
+    loss(_render_all(cameras, 1 << 21, backend=backend)(*ours)).backward()
     theirs = [t.clone().requires_grad_() for t in inputs]
     g = Gaussians(*theirs[:5], validate=False)
     ref = reference_render(g, cameras, theirs[5])
@@ -386,12 +418,13 @@ def test_bad_rasterize_arguments() -> None:
         rasterize(g, cameras.to("meta"))
 
 
-def test_auto_backend_on_cpu_is_torch() -> None:
+def test_auto_backend_on_cpu() -> None:
+    """auto = numba on the CPU when it imports (bit for bit the same render), torch otherwise."""
     g = random_scene(1, n=40)
     cameras = make_cameras(2)
-    auto = rasterize(g, cameras)
-    torch_out = rasterize(g, cameras, backend="torch")
-    assert torch.equal(auto.color, torch_out.color)
+    expected = "numba" if numba_available() else "torch"
+    assert resolve_backend(torch.device("cpu")) == expected
+    assert torch.equal(rasterize(g, cameras).color, rasterize(g, cameras, backend=expected).color)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Differentiable rendering of 3D Gaussians: `rasterize` (torch reference backend or gsplat on CUDA).
+"""Differentiable rendering of 3D Gaussians: `rasterize` (torch reference, compiled CPU loops, gsplat CUDA).
 
     out = rasterize(gaussians, cameras, background=None, backend="auto")
     out.color (C, H, W, 3), out.alpha (C, H, W, 1), out.depth (C, H, W, 1)   # C = cameras.batch_shape[0]
@@ -6,6 +6,9 @@
 Conventions (DESIGN.md, as gsplat 1.5.3): EWA splatting with 0.3 px² blur, α = min(0.999, o·exp(−σ)),
 α < 1/255 skipped, front-to-back compositing stopping before T ≤ 1e-4; colour = Σ cᵢαᵢTᵢ + T·background,
 alpha = 1 − T, depth = Σ zᵢαᵢTᵢ (un-normalised expected depth); colour of a Gaussian = SH(dir) + 0.5 ≥ 0.
+
+Backends: "torch" (the reference; any device), "numba" (compiled CPU loops, `numba_backend.py`), "gsplat"
+(CUDA). "auto" picks gsplat on CUDA when it is installed, numba on the CPU when it imports, torch otherwise.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from torch import Tensor
 from gs3.cameras import Cameras
 from gs3.gaussians.container import Gaussians
 from gs3.render.gsplat_backend import gsplat_available, rasterize_gsplat
+from gs3.render.numba_backend import numba_available, rasterize_numba
 from gs3.render.sh import eval_sh, rgb_to_sh0, sh_basis, sh_to_color
 from gs3.render.torch_backend import rasterize_torch
 
-BACKENDS = ("auto", "torch", "gsplat")
+BACKENDS = ("auto", "torch", "numba", "gsplat")
 
 
 @dataclass
@@ -54,16 +58,31 @@ def rasterize(
     background = _background(background, num_cameras, device, dtype)
 
     if backend == "auto":
-        backend = "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+        backend = resolve_backend(device)
     if backend == "gsplat":
         if device.type != "cuda":
             raise ValueError("rasterize: backend='gsplat' needs CUDA tensors; use backend='torch' on the CPU")
         if not gsplat_available():
             raise ValueError("rasterize: backend='gsplat' needs gsplat==1.5.3 (pip install 'gs3[cuda]')")
         color, alpha, depth = rasterize_gsplat(gaussians, cameras, background)
+    elif backend == "numba":
+        if device.type != "cpu":
+            raise ValueError(f"rasterize: backend='numba' runs on the CPU, got tensors on {device}")
+        if not numba_available():
+            raise ValueError("rasterize: backend='numba' needs numba (pip install numba)")
+        color, alpha, depth = rasterize_numba(gaussians, cameras, background)
     else:
         color, alpha, depth = rasterize_torch(gaussians, cameras, background)
     return RenderOutput(color=color, alpha=alpha, depth=depth)
+
+
+def resolve_backend(device: torch.device) -> str:
+    """The backend "auto" means on `device`."""
+    if device.type == "cuda" and gsplat_available():
+        return "gsplat"
+    if device.type == "cpu" and numba_available():
+        return "numba"
+    return "torch"
 
 
 def _background(
@@ -84,4 +103,13 @@ def _background(
     )
 
 
-__all__ = ["RenderOutput", "eval_sh", "rasterize", "rgb_to_sh0", "sh_basis", "sh_to_color"]
+__all__ = [
+    "BACKENDS",
+    "RenderOutput",
+    "eval_sh",
+    "rasterize",
+    "resolve_backend",
+    "rgb_to_sh0",
+    "sh_basis",
+    "sh_to_color",
+]

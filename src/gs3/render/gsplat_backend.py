@@ -11,6 +11,8 @@ and the "stop before T ≤ 1e-4" rule are gsplat's own.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -28,6 +30,39 @@ def gsplat_available() -> bool:
     return True
 
 
+def gsplat_arguments(
+    gaussians: Gaussians,
+    cameras: Cameras,
+    background: Float[Tensor, "c 3"],
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """The keyword arguments of `gsplat.rasterization` for these Gaussians and cameras, in `dtype` (gsplat's
+    CUDA kernels take float32). tests/test_render_gsplat_cpu.py feeds the same arguments to gsplat's pure
+    PyTorch reference functions on the CPU."""
+    return {
+        "means": gaussians.means.to(dtype),
+        "quats": gaussians.quats.to(dtype),  # wxyz, as gs3's
+        "scales": gaussians.scales.to(dtype),
+        "opacities": gaussians.opacities.to(dtype),
+        "colors": gaussians.sh.to(dtype),  # (N, (d+1)², 3) SH coefficients, evaluated by gsplat
+        "viewmats": cameras.world_to_cam.to(dtype),  # (C, 4, 4) world-to-camera
+        "Ks": cameras.K.to(dtype),
+        "width": cameras.width,
+        "height": cameras.height,
+        "near_plane": NEAR_PLANE,
+        "far_plane": 1e10,
+        "radius_clip": 0.0,
+        "eps2d": EPS2D,
+        "sh_degree": gaussians.sh_degree,
+        "packed": False,
+        "tile_size": 16,
+        "backgrounds": background.to(dtype),
+        "render_mode": "RGB+D",
+        "rasterize_mode": "classic",
+        "camera_model": "pinhole",
+    }
+
+
 def rasterize_gsplat(
     gaussians: Gaussians, cameras: Cameras, background: Float[Tensor, "c 3"]
 ) -> tuple[Float[Tensor, "c h w 3"], Float[Tensor, "c h w 1"], Float[Tensor, "c h w 1"]]:
@@ -36,27 +71,5 @@ def rasterize_gsplat(
     if gaussians.means.device.type != "cuda":
         raise ValueError("rasterize: backend='gsplat' needs CUDA tensors; use backend='torch' on the CPU")
     dtype = gaussians.means.dtype
-    f32 = torch.float32  # gsplat's kernels are float32 only
-    render, alpha, _ = gsplat.rasterization(
-        means=gaussians.means.to(f32),
-        quats=gaussians.quats.to(f32),
-        scales=gaussians.scales.to(f32),
-        opacities=gaussians.opacities.to(f32),
-        colors=gaussians.sh.to(f32),
-        viewmats=cameras.world_to_cam.to(f32),
-        Ks=cameras.K.to(f32),
-        width=cameras.width,
-        height=cameras.height,
-        near_plane=NEAR_PLANE,
-        far_plane=1e10,
-        radius_clip=0.0,
-        eps2d=EPS2D,
-        sh_degree=gaussians.sh_degree,
-        packed=False,
-        tile_size=16,
-        backgrounds=background.to(f32),
-        render_mode="RGB+D",
-        rasterize_mode="classic",
-        camera_model="pinhole",
-    )
+    render, alpha, _ = gsplat.rasterization(**gsplat_arguments(gaussians, cameras, background))
     return render[..., :3].to(dtype), alpha.to(dtype), render[..., 3:4].to(dtype)

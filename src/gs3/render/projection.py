@@ -51,7 +51,7 @@ def project_gaussians(
 ) -> Projected:
     cov_world = covariances(scales, quats)  # (N, 3, 3); quats normalised inside (part of the graph)
     rotation = world_to_cam[:, None, :3, :3]  # (C, 1, 3, 3)
-    means_cam = (rotation @ means[None, :, :, None]).squeeze(-1) + world_to_cam[:, None, :3, 3]
+    means_cam = camera_space_means(means, world_to_cam)
     cov_cam = rotation @ cov_world[None] @ rotation.transpose(-1, -2)  # (C, N, 3, 3)
 
     x, y, z = means_cam.unbind(-1)
@@ -90,6 +90,25 @@ def project_gaussians(
         visible = (z >= NEAR_PLANE) & (det > 0) & (o >= ALPHA_THRESHOLD) & on_screen
         visible &= torch.isfinite(means2d).all(-1) & torch.isfinite(conics).all(-1)
     return Projected(means2d, conics, z, torch.stack([sxx, sxy, syy], dim=-1), visible)
+
+
+def camera_space_means(
+    means: Float[Tensor, "n 3"], world_to_cam: Float[Tensor, "c 4 4"]
+) -> Float[Tensor, "c n 3"]:
+    """Means in every camera's frame, one coordinate at a time (`camera_space_coordinate`)."""
+    return torch.stack([camera_space_coordinate(means, world_to_cam, axis) for axis in range(3)], dim=-1)
+
+
+def camera_space_coordinate(
+    means: Float[Tensor, "n 3"], world_to_cam: Float[Tensor, "c 4 4"], axis: int
+) -> Float[Tensor, "c n"]:
+    """One camera-space coordinate, r·x + r·y + r·z + t in that order, elementwise (no matmul, whose
+    rounding depends on the BLAS kernel chosen). Its z is the depth both CPU backends sort by (the numba
+    backend takes its sort keys from here), so that near-equal depths, which real depth maps quantised to
+    the millimetre hold by the thousand, come out in the same order in both, bit for bit."""
+    row = world_to_cam[:, None, axis, :]  # (C, 1, 4)
+    x, y, z = means[None].unbind(-1)  # (1, N)
+    return row[..., 0] * x + row[..., 1] * y + row[..., 2] * z + row[..., 3]
 
 
 def bbox_extend(opacities: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:
