@@ -155,7 +155,11 @@ def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
 
 
 def apply_overrides(merged: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:
-    """Dotted `key=value` overrides over a structured config; one-line ConfigError naming a bad one."""
+    """Dotted `key=value` overrides over a structured config; one-line ConfigError naming a bad one.
+
+    A mapping given for a free-form dict setting (e.g. `model.encoder={type: PointNet2SASSG}`) replaces it
+    rather than merging into it, so switching the encoder type does not keep the other encoder's keys.
+    """
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override '{item}': expected key=value (e.g. optim.lr=3e-4)")
@@ -164,7 +168,16 @@ def apply_overrides(merged: DictConfig, overrides: list[str] | tuple[str, ...]) 
             dotlist = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as error:
             raise ConfigError(f"override '{item}': {str(error).splitlines()[0]}") from None
-        merged = _merge(merged, dotlist, f"override '{key}'")
+        value = OmegaConf.select(dotlist, key)
+        current = OmegaConf.select(merged, key, default=None)
+        if (
+            isinstance(value, DictConfig)
+            and isinstance(current, DictConfig)
+            and OmegaConf.get_type(current) is dict
+        ):
+            OmegaConf.update(merged, key, OmegaConf.to_container(value), merge=False)
+        else:
+            merged = _merge(merged, dotlist, f"override '{key}'")
     return merged
 
 
@@ -269,6 +282,11 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     _check(len(o.betas) == 2, source, "optim.betas", "expected two numbers")
     _check(o.epochs >= 1 or o.max_steps > 0, source, "optim.epochs", "must be >= 1 (or set optim.max_steps)")
     _check(o.grad_clip >= 0 and not math.isnan(o.grad_clip), source, "optim.grad_clip", "must be >= 0")
+    validate_trainer(t, source)
+
+
+def validate_trainer(t: TrainerConfig, source: str = "config") -> None:
+    """The `trainer` section's checks (pre-training and fine-tuning share the section)."""
     _check(
         t.precision in ("auto", "32-true", "bf16-mixed", "64-true"),
         source,

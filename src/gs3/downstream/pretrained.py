@@ -16,8 +16,9 @@ are reported as unexpected. A weight whose shape does not fit, a file none of wh
 type other than the one the file says it holds (gs3 checkpoints, or the export's `FILE.json` sidecar) stops
 with one line.
 
-Reading: files are first read with `torch.load(weights_only=True)`; a gs3 checkpoint that needs full
-unpickling is read as `gs3.train.checkpoint.load_checkpoint` reads it (gs3 trusts its own checkpoints).
+Reading: files are first read with `torch.load(weights_only=True)`; a checkpoint that holds other objects
+(a class the safe loader does not allow) is read in full, as `gs3.train.checkpoint.load_checkpoint` reads
+gs3's own checkpoints: only give --pretrained files from a source you trust.
 """
 
 from __future__ import annotations
@@ -89,10 +90,15 @@ class LoadReport:
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        from gs3.train.checkpoint import load_checkpoint  # a gs3 checkpoint holding non-tensor objects
-
-        return load_checkpoint(path)
+    except pickle.UnpicklingError as error:
+        if "allowed global" not in str(error):
+            raise GS3Error(f"{path}: not a readable weights file (not a torch.save file)") from None
+    except Exception as error:
+        raise GS3Error(f"{path}: not a readable weights file ({type(error).__name__}: {error})") from None
+    # A checkpoint holding more than tensors and containers (e.g. a gs3 or Pointcept training checkpoint
+    # with other objects): read in full, as gs3.train.checkpoint.load_checkpoint reads gs3's own.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
         raise GS3Error(f"{path}: not a readable weights file ({type(error).__name__}: {error})") from None
 
