@@ -121,32 +121,31 @@ class DownstreamDataset(Dataset):
     def _get(self, index: int) -> dict:
         rng = sample_rng(self.seed, self.epoch if self.train else 0, index)
         counts: Counter = Counter()
+        last_error = ""
         for attempt in range(min(self.config.max_tries, len(self.sources))):
             source = self.sources[(index + attempt) % len(self.sources)]
             try:
                 loaded = self.load(source)
-            except InvalidFrameError as error:
-                counts[error.reason] += 1
-                continue
-            except DataError:
-                counts[UNREADABLE_SAMPLE] += 1
+            except DataError as error:
+                counts[error.reason if isinstance(error, InvalidFrameError) else UNREADABLE_SAMPLE] += 1
+                last_error = str(error)
                 continue
             segment = loaded.segment
             if segment.numel() == 0:
                 counts[EMPTY_SAMPLE] += 1
+                last_error = f"{source.name}: no points"
                 continue
             labelled = self._labelled(source.name, segment.numel()) if self.train else None
             if self.train and self._no_labels(segment, labelled):
                 counts[NO_LABELLED_POINTS] += 1
+                last_error = f"{source.name}: no labelled point"
                 continue
             sample = self.transform(loaded, rng, labelled)
             self.skipped.update(counts)
             sample["skipped"] = dict(counts)
             return sample
         self.skipped.update(counts)
-        raise DataError(
-            f"sample {index}: no usable sample after {self.config.max_tries} tries ({dict(counts)})"
-        )
+        raise DataError(f"sample {index}: nothing usable in {sum(counts.values())} tries ({last_error})")
 
     def _labelled(self, name: str, total: int) -> np.ndarray | None:
         """Indices of the points/pixels that keep their labels under the limited-annotation protocol."""
