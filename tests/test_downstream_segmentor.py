@@ -138,17 +138,20 @@ def test_full_fine_tuning_moves_the_encoder_and_its_batchnorm_statistics():
 
 
 # --- pre-trained weights ---------------------------------------------------------------------------------
-def pretraining_checkpoint(encoder: dict, path: Path) -> dict:
-    """A checkpoint as GS3Module writes it, with weights moved away from their initialisation."""
+def pretraining_checkpoint(encoder: dict, path: Path, noise: float = 1.0) -> dict:
+    """A checkpoint as GS3Module writes it, with weights moved away from their initialisation (BatchNorm
+    variances stay positive, so the encoder still runs)."""
     from gs3.train.module import GS3Module
 
     config = load_config(PAPER_CONFIG[encoder["type"]], ["loss.lpips_weight=0", f"model.encoder={encoder}"])
     module = GS3Module(config)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for tensor in module.state_dict().values():
+        for key, tensor in module.state_dict().items():
             if tensor.is_floating_point():
-                tensor.add_(torch.randn(tensor.shape, generator=generator))
+                tensor.add_(noise * torch.randn(tensor.shape, generator=generator))
+                if key.endswith("running_var"):
+                    tensor.abs_()
     checkpoint = {"state_dict": module.state_dict(), "global_step": 7}
     module.on_save_checkpoint(checkpoint)
     atomic_torch_save(checkpoint, path)

@@ -37,7 +37,7 @@ from gs3.errors import ConfigError
 
 FINETUNE = "finetune"  # the config kind: packaged configs live in gs3/configs/finetune/
 MODES = ("finetune", "linear_probe")
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "poly", "constant")
 
 
@@ -50,12 +50,12 @@ class FinetuneModelConfig:
 
 @dataclass
 class FinetuneOptimConfig:
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: str = "sgd"  # sgd | adam (L2 weight decay, as mmdet3d's PointNet++) | adamw
     lr: float = 0.05  # the peak rate (OneCycle's max_lr)
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD (OneCycle with cycle_momentum replaces it by its cycle)
     nesterov: bool = True
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam, AdamW
     scheduler: str = "onecycle"  # onecycle | cosine | poly | constant
     pct_start: float = 0.05  # onecycle: fraction of the run spent warming up
     anneal_strategy: str = "cos"  # onecycle: cos | linear

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,8 @@ def finetune(
     ckpt_path = resolve_resume(resume, checkpoint_dir, COMMAND)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     quiet_lightning_warnings()
+    # Linear probing keeps the encoder in eval mode on purpose (frozen BatchNorm statistics).
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
     class_names = class_set(config.data.classes).names
 
     # Resuming restores every weight from the checkpoint: the pre-trained file is not read again.

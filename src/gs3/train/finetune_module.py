@@ -64,6 +64,10 @@ def build_optimizer(config: FinetuneConfig, segmentor: Segmentor, total_steps: i
             weight_decay=o.weight_decay,
             nesterov=o.nesterov and o.momentum > 0,
         )
+    elif o.optimizer == "adam":  # L2 weight decay on every parameter (mmdet3d's PointNet++ recipe)
+        optimizer = torch.optim.Adam(
+            segmentor.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+        )
     else:
         groups = parameter_groups(segmentor, o.weight_decay)  # only parameters that require grad
         optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -74,7 +78,7 @@ def build_optimizer(config: FinetuneConfig, segmentor: Segmentor, total_steps: i
             total_steps=max(2, total_steps),
             pct_start=o.pct_start,
             anneal_strategy=o.anneal_strategy,
-            cycle_momentum=o.cycle_momentum and (o.optimizer == "adamw" or o.momentum > 0),
+            cycle_momentum=o.cycle_momentum and (o.optimizer != "sgd" or o.momentum > 0),
             base_momentum=o.base_momentum,
             max_momentum=o.max_momentum,
             div_factor=o.div_factor,
