@@ -266,11 +266,13 @@ def test_cli_finetune_then_evaluate_writes_the_same_metrics(tmp_path, cache, cap
     assert again["confusion_matrix"] == metrics["confusion_matrix"] and again["miou"] == metrics["miou"]
 
     scalars: dict[str, list[int]] = {}
+    images: set[str] = set()
     for events in (run / "tensorboard").glob("events.*"):
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend(e.step for e in accumulator.Scalars(tag))
+        images |= set(accumulator.Tags()["images"])
     assert {
         "train/loss",
         "train/lr",
@@ -280,6 +282,33 @@ def test_cli_finetune_then_evaluate_writes_the_same_metrics(tmp_path, cache, cap
         "val/allacc",
     } <= scalars.keys()
     assert sorted(scalars["val/miou"]) == [3, 6, 6]  # every 3 steps, and the final evaluation
+    assert {"train/input|labels|prediction", "val/0/input|labels|prediction"} <= images
+
+
+def test_scratch_and_pretrained_modules_differ_only_in_the_loaded_encoder_weights(tmp_path, cache):
+    from gs3.downstream.data import SCANNET20
+    from gs3.train.export import export_checkpoint
+    from gs3.train.finetune_module import FinetuneModule
+    from test_downstream_segmentor import POINTNET2, pretraining_checkpoint
+
+    checkpoint = pretraining_checkpoint(POINTNET2, tmp_path / "pre.ckpt")
+    export_checkpoint(tmp_path / "pre.ckpt", "mmdet3d", tmp_path / "pointnet2.pth")
+    encoder = "model.encoder={" + ", ".join(f"{k}: {v}" for k, v in POINTNET2.items()) + "}"
+    config = load_finetune_config("demo_semseg_pointnet2_synthetic", [encoder])
+    scratch = FinetuneModule(config, SCANNET20.names).state_dict()
+    pretrained = FinetuneModule(
+        config, SCANNET20.names, pretrained=str(tmp_path / "pointnet2.pth")
+    ).state_dict()
+    assert scratch.keys() == pretrained.keys()
+    changed = {key for key in scratch if not torch.equal(scratch[key], pretrained[key])}
+    prefix = "model.encoder."
+    expected = {  # the exported backbone's (perturbed, floating-point) tensors; nothing else moved
+        "segmentor.encoder." + key[len(prefix) :]
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix + "SA_modules.") or key.startswith(prefix + "FP_modules.")
+        if value.is_floating_point()
+    }
+    assert changed == expected and expected
 
 
 def test_evaluate_refuses_a_pretraining_checkpoint_and_bad_overrides(tmp_path, capsys):

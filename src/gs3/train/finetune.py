@@ -219,9 +219,9 @@ def evaluate_checkpoint(
     prepare_downstream_data(config.data)
     dataset = build_downstream_dataset(config.data, "val", config.trainer.seed)
     start = time.monotonic()
-    precision = (
-        "bf16-mixed" if config.trainer.precision == "bf16-mixed" and target.type == "cuda" else "32-true"
-    )
+    # as training resolves it: "auto" (and bf16-mixed) → bf16 autocast on a GPU, full precision elsewhere
+    bf16 = config.trainer.precision in ("auto", "bf16-mixed") and target.type == "cuda"
+    precision = "bf16-mixed" if bf16 else "32-true"
     scores = evaluate_segmentor(
         segmentor, evaluation_loader(dataset, config), class_names, target, precision, progress=progress
     )
