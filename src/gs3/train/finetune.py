@@ -148,7 +148,12 @@ def finetune(
         print("\n".join(f"{COMMAND}: {line}" for line in module.pretrained_report.lines()), flush=True)
         atomic_write_text(json.dumps(module.pretrained_info, indent=2) + "\n", out / "pretrained.json")
     elif trainer.is_global_zero and not ckpt_path:
-        print(f"{COMMAND}: no pre-trained weights: the encoder starts from scratch", flush=True)
+        frozen = (
+            " and stays frozen (linear probing of random features)"
+            if config.model.mode == "linear_probe"
+            else ""
+        )
+        print(f"{COMMAND}: no pre-trained weights: the encoder starts from scratch{frozen}", flush=True)
 
     start = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
