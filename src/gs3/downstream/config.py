@@ -77,6 +77,10 @@ class EvaluationConfig:
     every: int = 0  # optimizer steps between validations during training (0: only the final one)
     snapshots: int = 2  # validation samples drawn as prediction pictures / point clouds at each validation
     max_batches: int = 0  # > 0: validations during training score only this many batches (final: all)
+    # > 0: before each validation (and before the final checkpoint), BatchNorm running statistics are
+    # recomputed as the plain average over this many training batches ("precise BN"; gs3.train.evaluation.
+    # recompute_batchnorm). Off in the Pointcept recipes; short runs need it (BN momentum 0.01 lags).
+    precise_bn_batches: int = 0
 
 
 @dataclass
@@ -173,6 +177,9 @@ def validate_finetune(config: FinetuneConfig, source: str = "config") -> None:
     _check(o.epochs >= 1 or o.max_steps > 0, source, "optim.epochs", "must be >= 1 (or set optim.max_steps)")
     _check(o.grad_clip >= 0, source, "optim.grad_clip", "must be >= 0 (0 = off)")
     _check(
-        e.every >= 0 and e.snapshots >= 0 and e.max_batches >= 0, source, "evaluation", "values must be >= 0"
+        min(e.every, e.snapshots, e.max_batches, e.precise_bn_batches) >= 0,
+        source,
+        "evaluation",
+        "every, snapshots, max_batches and precise_bn_batches must be >= 0",
     )
     validate_trainer(config.trainer, source)

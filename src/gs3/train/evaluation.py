@@ -85,6 +85,47 @@ def evaluate_segmentor(
     return accumulator.scores()
 
 
+@torch.no_grad()
+def recompute_batchnorm(
+    segmentor: Segmentor,
+    batches: Iterable[dict[str, Any]],
+    device: torch.device | str = "cpu",
+    precision: str = "32-true",
+    max_batches: int = 16,
+) -> int:
+    """ "Precise BatchNorm": replace the running statistics of every BatchNorm layer that trains by their
+    plain average over `max_batches` training batches (forward passes in training mode, no gradients).
+
+    Pointcept's SR-UNet updates its running statistics with momentum 0.01, so after a short run they still
+    carry much of their initial (0, 1) and evaluation, which uses them, lags far behind training: on one
+    synthetic room the slim SR-UNet scores 99 % mIoU with batch statistics but 44 % with its running ones
+    after 300 steps. Frozen layers (linear probing's encoder) are left alone. Returns the batches used."""
+    device = torch.device(device)
+    was_training = segmentor.training
+    segmentor.train()  # linear probing keeps the encoder in eval mode: its statistics stay frozen
+    norms = [
+        m for m in segmentor.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+    ]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative moving average: the plain mean over the batches seen
+    used = 0
+    try:
+        if norms:
+            for batch in batches:
+                if used >= max_batches:
+                    break
+                with autocast_context(device, precision):
+                    segmentor(move_batch(batch, device))
+                used += 1
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        segmentor.train(was_training)
+    return used
+
+
 def write_metrics(
     scores: SegmentationScores, out_dir: str | os.PathLike, extra: dict[str, Any]
 ) -> dict[str, Any]:

@@ -63,6 +63,28 @@ class Validation(Callback):
         self.config = config
         self.class_names = class_names
         self.last_step = -1
+        self.statistics_step = -1  # the step whose BatchNorm statistics were last recomputed
+
+    def recompute_statistics(self, trainer: L.Trainer, module: Any) -> None:
+        """Precise BatchNorm before evaluating (evaluation.precise_bn_batches > 0), once per step."""
+        if self.config.evaluation.precise_bn_batches <= 0 or self.statistics_step == trainer.global_step:
+            return
+        from gs3.train.evaluation import recompute_batchnorm
+
+        recompute_batchnorm(
+            module.segmentor,
+            self.datamodule.statistics_loader(),
+            trainer.strategy.root_device,
+            resolve_precision(self.config),
+            self.config.evaluation.precise_bn_batches,
+        )
+        self.statistics_step = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before StepCheckpoint writes the last checkpoint (this callback comes first), so the checkpoint
+        # holds the statistics the final evaluation uses and `gs3 evaluate` scores the same.
+        if trainer.is_global_zero:
+            self.recompute_statistics(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         every, step = self.config.evaluation.every, trainer.global_step
@@ -94,6 +116,7 @@ class Validation(Callback):
                     global_step=step,
                 )
 
+        self.recompute_statistics(trainer, module)
         scores = evaluate_segmentor(
             module.segmentor,
             self.datamodule.evaluation_loader(),
@@ -142,7 +165,7 @@ def finetune(
         checkpoint_dir, config.trainer.checkpoint_every, config.trainer.keep_checkpoints
     )
     validation = Validation(datamodule, config, class_names)
-    trainer = build_trainer(config, out, [checkpointer, validation])
+    trainer = build_trainer(config, out, [validation, checkpointer])  # validation first: see on_train_end
     prepare_run_folder(trainer, out, checkpoint_dir, config)
     if trainer.is_global_zero and module.pretrained_report is not None:
         print("\n".join(f"{COMMAND}: {line}" for line in module.pretrained_report.lines()), flush=True)

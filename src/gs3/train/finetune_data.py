@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from gs3.downstream.config import FinetuneConfig
 from gs3.train.data import GS3DataModule
+from gs3.train.sampling import EpochIndexed
 
 
 class FinetuneDataModule(GS3DataModule):
@@ -44,6 +46,21 @@ class FinetuneDataModule(GS3DataModule):
             self.prepare_data()
             self.val_dataset = build_downstream_dataset(self.config.data, "val", self.config.trainer.seed)
         return evaluation_loader(self.val_dataset, self.config)
+
+    def statistics_loader(self) -> DataLoader:
+        """Training batches (augmented as in training, a fixed seeded order) for recomputing BatchNorm
+        statistics; independent of the training sampler, so it does not move the run's data position."""
+        if self.dataset is None:
+            self.setup("fit")
+        generator = torch.Generator().manual_seed(self.config.trainer.seed)
+        return DataLoader(
+            EpochIndexed(self.dataset),
+            batch_size=self.config.data.batch_size,
+            sampler=[(int(i), 0) for i in torch.randperm(len(self.dataset), generator=generator)],
+            num_workers=self.config.data.num_workers,
+            collate_fn=self.collate_fn(),
+            drop_last=True,
+        )
 
 
 def evaluation_loader(dataset: Any, config: FinetuneConfig) -> DataLoader:
