@@ -497,3 +497,42 @@ def test_precise_batchnorm_is_the_plain_average_and_leaves_a_frozen_encoder_alon
     assert segmentor.head.norm.momentum == 0.1 and not segmentor.training
     for key, value in segmentor.encoder.state_dict().items():
         assert torch.equal(value, encoder_before[key]), key
+
+
+class FixedPrediction(torch.nn.Module):
+    """Returns given logits whatever the batch (to check how evaluation scores them)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.logits
+
+
+def test_evaluation_scores_the_original_points_through_the_inverse_map_and_counts_bad_samples():
+    from collections import Counter
+
+    from gs3.train.evaluation import evaluate_segmentor
+
+    # 3 sampled points predicted 0, 1, 2; 5 original points map to them through `inverse`
+    logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 2]), 3).float()
+    batch = {
+        "coord": torch.zeros(3, 3),
+        "segment": torch.tensor([0, 1, 2]),
+        "inverse": torch.tensor([0, 0, 1, 2, 2]),
+        "origin_segment": torch.tensor([0, 1, 1, 2, -1]),
+        "skipped": {"unreadable sample": 1},
+    }
+    skipped: Counter = Counter()
+    scores = evaluate_segmentor(FixedPrediction(logits), [batch, batch], ("a", "b", "c"), skipped=skipped)
+    # per batch: (truth, prediction) = (0,0) (1,0) (1,1) (2,2); the ignored fifth point is not scored
+    assert torch.equal(scores.confusion, 2 * torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1]]))
+    assert scores.allacc == pytest.approx(3 / 4) and scores.iou_per_class == pytest.approx(
+        [1 / 2, 1 / 2, 1.0]
+    )
+    assert skipped == {"unreadable sample": 2}
+    # without an inverse (images), predictions are scored as they are
+    image = {"image": torch.zeros(1, 1, 3, 3), "segment": torch.tensor([[[0, 2, -1]]])}
+    image_scores = evaluate_segmentor(FixedPrediction(logits[None, None]), [image], ("a", "b", "c"))
+    assert torch.equal(image_scores.confusion, torch.tensor([[1, 0, 0], [0, 0, 0], [0, 1, 0]]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,11 @@ def evaluate_segmentor(
     max_batches: int = 0,
     on_batch: Callable[[int, dict[str, Any], Tensor], None] | None = None,
     progress: bool = False,
+    skipped: Counter | None = None,
 ) -> SegmentationScores:
     """Confusion-matrix scores of `segmentor` over `batches` (all, or the first `max_batches`).
-    `on_batch(index, batch, prediction)` sees each batch with its predictions (for pictures)."""
+    `on_batch(index, batch, prediction)` sees each batch with its predictions (for pictures); `skipped`
+    collects the batches' counts of bad samples the dataset replaced (reason → count)."""
     device = torch.device(device)
     was_training = segmentor.training
     segmentor.eval()
@@ -72,6 +75,8 @@ def evaluate_segmentor(
         for index, batch in enumerate(batches):
             if max_batches and index >= max_batches:
                 break
+            if skipped is not None:
+                skipped.update(batch.get("skipped", {}))
             batch = move_batch(batch, device)
             with autocast_context(device, precision):
                 logits = segmentor(batch)
@@ -138,11 +143,18 @@ def write_metrics(
     return result
 
 
-def summary_line(command: str, scores: SegmentationScores, where: Path) -> str:
+def summary_line(
+    command: str, scores: SegmentationScores, where: Path, skipped: dict[str, int] | None = None
+) -> str:
     def percent(value: float) -> str:
         return "nan" if value != value else f"{100 * value:.2f}"
 
+    bad = sum((skipped or {}).values())
+    replaced = (
+        f" ({bad} unreadable validation samples replaced by the next: {dict(skipped or {})})" if bad else ""
+    )
     return (
         f"{command}: mIoU {percent(scores.miou)}, mAcc {percent(scores.macc)}, "
-        f"allAcc {percent(scores.allacc)} on {scores.num_scored} points/pixels; {where / METRICS_JSON}"
+        f"allAcc {percent(scores.allacc)} on {scores.num_scored} points/pixels{replaced}; "
+        f"{where / METRICS_JSON}"
     )

@@ -26,6 +26,7 @@ import math
 import os
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ class Validation(Callback):
         self.class_names = class_names
         self.last_step = -1
         self.statistics_step = -1  # the step whose BatchNorm statistics were last recomputed
+        self.skipped: Counter = Counter()  # bad validation samples replaced, in the latest validation
 
     def recompute_statistics(self, trainer: L.Trainer, module: Any) -> None:
         """Precise BatchNorm before evaluating (evaluation.precise_bn_batches > 0), once per step."""
@@ -117,6 +119,7 @@ class Validation(Callback):
                 )
 
         self.recompute_statistics(trainer, module)
+        self.skipped = Counter()
         scores = evaluate_segmentor(
             module.segmentor,
             self.datamodule.evaluation_loader(),
@@ -125,6 +128,7 @@ class Validation(Callback):
             resolve_precision(self.config),
             max_batches,
             snapshot,
+            skipped=self.skipped,
         )
         if trainer.logger is not None:
             scalars = {"val/miou": scores.miou, "val/macc": scores.macc, "val/allacc": scores.allacc}
@@ -196,6 +200,7 @@ def finetune(
             "checkpoint": str(checkpoint_dir / LAST_NAME) if checkpointer.last_path else None,
             "nonfinite_skipped": module.nonfinite_total,
             "bad_samples": dict(module.skipped_data),
+            "val_bad_samples": dict(validation.skipped),
             "val_samples": len(datamodule.val_dataset),
             "out_dir": str(out),
         }
@@ -204,7 +209,7 @@ def finetune(
         losses = f"; loss {history[0][1]:.4f} -> {history[-1][1]:.4f}" if history else ""
         minutes, seconds = divmod(round(train_seconds), 60)
         print(f"{COMMAND}: {trainer.global_step} steps in {minutes}m{seconds:02d}s{losses}", flush=True)
-        print(summary_line(COMMAND, scores, out), flush=True)
+        print(summary_line(COMMAND, scores, out, dict(validation.skipped)), flush=True)
     if trainer.world_size > 1:
         result = trainer.strategy.broadcast(result, src=0)
     close_distributed()
@@ -250,8 +255,15 @@ def evaluate_checkpoint(
     # as training resolves it: "auto" (and bf16-mixed) → bf16 autocast on a GPU, full precision elsewhere
     bf16 = config.trainer.precision in ("auto", "bf16-mixed") and target.type == "cuda"
     precision = "bf16-mixed" if bf16 else "32-true"
+    skipped: Counter = Counter()
     scores = evaluate_segmentor(
-        segmentor, evaluation_loader(dataset, config), class_names, target, precision, progress=progress
+        segmentor,
+        evaluation_loader(dataset, config),
+        class_names,
+        target,
+        precision,
+        progress=progress,
+        skipped=skipped,
     )
     out = Path(out_dir) if out_dir else default_evaluation_dir(path)
     run = {
@@ -260,9 +272,10 @@ def evaluate_checkpoint(
         "step": int(extras.get("step", 0)),
         "overrides": list(overrides),
         "val_samples": len(dataset),
+        "val_bad_samples": dict(skipped),
         "eval_seconds": round(time.monotonic() - start, 2),
         "device": str(target),
     }
     result = write_metrics(scores, out, {"run": run})
-    print(summary_line("gs3 evaluate", scores, out), flush=True)
+    print(summary_line("gs3 evaluate", scores, out, dict(skipped)), flush=True)
     return result
