@@ -18,6 +18,14 @@ SUBCOMMANDS = {
         "render frames with a checkpoint; write PNGs and Gaussians (.ply)",
     ),
     "export": ("gs3.train.commands.export", "export encoder weights for Pointcept / mmdet3d / torchvision"),
+    "finetune": (
+        "gs3.train.commands.finetune",
+        "fine-tune an encoder for semantic segmentation, then evaluate it (metrics.json)",
+    ),
+    "evaluate": (
+        "gs3.train.commands.evaluate",
+        "score a fine-tuned checkpoint: mIoU, mAcc, allAcc, per-class IoU, confusion matrix",
+    ),
     "data": ("gs3.data.commands", "data tools: .sens export, view-pair lists, synthetic scenes"),
 }
 

@@ -1,18 +1,23 @@
-"""Pre-training configs: typed dataclasses filled from YAML (omegaconf structured configs).
+"""Configs: typed dataclasses filled from YAML (omegaconf structured configs).
 
 `load_config("demo", ["optim.lr=3e-4"])` reads `configs/pretrain/demo.yaml` shipped inside the package (so it
 works from a non-editable install), merges it over the dataclass defaults, then applies dotted overrides. An
 unknown key or a value of the wrong type raises `ConfigError` with one line naming the key and the file.
 The dataclass defaults are the paper's settings (DESIGN.md §1-9); the YAML files only make them explicit.
+
+Every config kind goes through the same code: `load_structured(schema, kind, name_or_path, overrides,
+validate)` reads `configs/<kind>/NAME.yaml` or a path; fine-tuning (`gs3.downstream.config`) uses it with
+its own dataclass and kind "finetune".
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -20,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gs3.errors import ConfigError
 
 PRETRAIN_CONFIG_DIR = "configs/pretrain"
+T = TypeVar("T")
 
 
 @dataclass
@@ -109,25 +115,32 @@ class PretrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-def available_configs() -> list[str]:
-    folder = resources.files("gs3").joinpath(PRETRAIN_CONFIG_DIR)
+def config_dir(kind: str) -> str:
+    """Where packaged configs of a kind ("pretrain", "finetune") live inside the package."""
+    return f"configs/{kind}"
+
+
+def available_configs(kind: str = "pretrain") -> list[str]:
+    folder = resources.files("gs3").joinpath(config_dir(kind))
+    if not folder.is_dir():
+        return []
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(name_or_path: str | Path) -> tuple[DictConfig, str]:
+def _read_yaml(name_or_path: str | Path, kind: str = "pretrain") -> tuple[DictConfig, str]:
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         text, source = path.read_text(), str(path)
     else:
-        resource = resources.files("gs3").joinpath(PRETRAIN_CONFIG_DIR, f"{name_or_path}.yaml")
+        resource = resources.files("gs3").joinpath(config_dir(kind), f"{name_or_path}.yaml")
         if not resource.is_file():
             raise ConfigError(
-                f"config '{name_or_path}' is neither a file nor a packaged config "
-                f"(known: {', '.join(available_configs())})"
+                f"{kind} config '{name_or_path}' is neither a file nor a packaged config "
+                f"(known: {', '.join(available_configs(kind))})"
             )
-        text, source = resource.read_text(), f"{PRETRAIN_CONFIG_DIR}/{name_or_path}.yaml"
+        text, source = resource.read_text(), f"{config_dir(kind)}/{name_or_path}.yaml"
     try:
         loaded = OmegaConf.create(text)
     except Exception as error:
@@ -146,10 +159,12 @@ def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
         raise ConfigError(f"{source}: bad setting '{key}': {reason}") from None
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
-    """A config by packaged name (configs/pretrain/NAME.yaml) or path, with dotted `key=value` overrides."""
-    loaded, source = _read_yaml(name_or_path)
-    merged = _merge(OmegaConf.structured(PretrainConfig), loaded, source)
+def apply_overrides(merged: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """Dotted `key=value` overrides over a structured config; one-line ConfigError naming a bad one.
+
+    A mapping given for a free-form dict setting (e.g. `model.encoder={type: PointNet2SASSG}`) replaces it
+    rather than merging into it, so switching the encoder type does not keep the other encoder's keys.
+    """
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override '{item}': expected key=value (e.g. optim.lr=3e-4)")
@@ -158,27 +173,76 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
             dotlist = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as error:
             raise ConfigError(f"override '{item}': {str(error).splitlines()[0]}") from None
-        merged = _merge(merged, dotlist, f"override '{key}'")
-    config = OmegaConf.to_object(merged)
-    assert isinstance(config, PretrainConfig)
-    validate(config, source)
+        value = OmegaConf.select(dotlist, key)
+        current = OmegaConf.select(merged, key, default=None)
+        if (
+            isinstance(value, DictConfig)
+            and isinstance(current, DictConfig)
+            and OmegaConf.get_type(current) is dict
+        ):
+            OmegaConf.update(merged, key, OmegaConf.to_container(value), merge=False)
+        else:
+            merged = _merge(merged, dotlist, f"override '{key}'")
+    return merged
+
+
+def _to_object(schema: type[T], merged: DictConfig, source: str) -> T:
+    try:
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:  # e.g. a required (MISSING) value left unset
+        key = getattr(error, "full_key", None) or "?"
+        raise ConfigError(f"{source}: bad setting '{key}': {str(error).splitlines()[0]}") from None
+    assert isinstance(config, schema)
     return config
+
+
+def load_structured(
+    schema: type[T],
+    kind: str,
+    name_or_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    check: Callable[[T, str], None] | None = None,
+) -> T:
+    """A `schema` config by packaged name (configs/<kind>/NAME.yaml) or path, with dotted overrides, then
+    `check(config, source)` (range checks)."""
+    loaded, source = _read_yaml(name_or_path, kind)
+    merged = apply_overrides(_merge(OmegaConf.structured(schema), loaded, source), overrides)
+    config = _to_object(schema, merged, source)
+    if check is not None:
+        check(config, source)
+    return config
+
+
+def structured_from_dict(
+    schema: type[T],
+    values: dict[str, Any],
+    source: str = "checkpoint",
+    overrides: list[str] | tuple[str, ...] = (),
+    check: Callable[[T, str], None] | None = None,
+) -> T:
+    """Rebuild a `schema` config saved with `config_to_dict` (e.g. from a checkpoint), plus overrides."""
+    merged = _merge(OmegaConf.structured(schema), OmegaConf.create(values), source)
+    config = _to_object(schema, apply_overrides(merged, overrides), source)
+    if check is not None:
+        check(config, source)
+    return config
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+    """A config by packaged name (configs/pretrain/NAME.yaml) or path, with dotted `key=value` overrides."""
+    return load_structured(PretrainConfig, "pretrain", name_or_path, overrides, validate)
 
 
 def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> PretrainConfig:
     """Rebuild a config saved with `config_to_dict` (e.g. from a checkpoint)."""
-    merged = _merge(OmegaConf.structured(PretrainConfig), OmegaConf.create(values), source)
-    config = OmegaConf.to_object(merged)
-    assert isinstance(config, PretrainConfig)
-    validate(config, source)
-    return config
+    return structured_from_dict(PretrainConfig, values, source, check=validate)
 
 
-def config_to_dict(config: PretrainConfig) -> dict[str, Any]:
+def config_to_dict(config: Any) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
 
 
-def config_to_yaml(config: PretrainConfig) -> str:
+def config_to_yaml(config: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
@@ -225,6 +289,11 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     _check(len(o.betas) == 2, source, "optim.betas", "expected two numbers")
     _check(o.epochs >= 1 or o.max_steps > 0, source, "optim.epochs", "must be >= 1 (or set optim.max_steps)")
     _check(o.grad_clip >= 0 and not math.isnan(o.grad_clip), source, "optim.grad_clip", "must be >= 0")
+    validate_trainer(t, source)
+
+
+def validate_trainer(t: TrainerConfig, source: str = "config") -> None:
+    """The `trainer` section's checks (pre-training and fine-tuning share the section)."""
     _check(
         t.precision in ("auto", "32-true", "bf16-mixed", "64-true"),
         source,

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from gs3.cameras import Cameras
 from gs3.config import PretrainConfig
 from gs3.encoders import build_encoder
+from gs3.encoders.inputs import point_input
 from gs3.encoders.resnet import IMAGENET_MEAN
 from gs3.epipolar import EpipolarTransformer
 from gs3.errors import ConfigError
@@ -113,13 +114,7 @@ class GS3(nn.Module):
         sample = sample_index(batch["offset"], batch["coord"].shape[0])
         coord, color = batch["coord"][visible], batch["color"][visible]
         offset = torch.cumsum(torch.bincount(sample[visible], minlength=b), dim=0)
-        in_channels = getattr(self.encoder, "in_channels", 3)
-        if in_channels == 3:
-            feat = color
-        elif in_channels == 6:
-            feat = torch.cat([color, coord], dim=-1)
-        else:
-            raise ConfigError(f"model.encoder.in_channels={in_channels}: gs3 feeds RGB (3) or RGB+xyz (6)")
+        feat = point_input(getattr(self.encoder, "in_channels", 3), coord, color)
         point_features = self.encoder(coord, feat, offset)
         flat = visible_point_pixels(batch)
         channels = point_features.shape[-1]

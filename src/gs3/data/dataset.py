@@ -38,16 +38,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from gs3.data.augment import random_rotation
 from gs3.data.masking import MaskGenerator
 from gs3.data.scene import Frame, Scene
 from gs3.data.splits import list_scenes, open_scene
-from gs3.data.transforms import (
-    DEFAULT_RESOLUTION,
-    apply_world_transform,
-    backproject,
-    parse_resolution,
-    random_rotation,
-)
+from gs3.data.transforms import DEFAULT_RESOLUTION, apply_world_transform, backproject, parse_resolution
 from gs3.data.validation import DEFAULT_MIN_VALID_DEPTH, LOW_OVERLAP, InvalidFrameError, depth_problem
 from gs3.data.views import (
     UNREADABLE_SCENE,
@@ -178,7 +173,7 @@ class _SceneSampleDataset(Dataset):
             raise DataError(f"{path}: unreadable scene")
         if path not in self._scenes:
             try:
-                self._scenes[path] = open_scene(path)
+                self._scenes[path] = open_scene(path, labels=False)  # pre-training never reads labels
             except DataError:
                 self._bad_scenes.add(path)
                 raise
@@ -321,7 +316,7 @@ class PairDataset(_SceneSampleDataset):
         samples = []
         for path in scenes:
             try:
-                scene = open_scene(path)
+                scene = open_scene(path, labels=False)
             except DataError:
                 counts[UNREADABLE_SCENE] += 1
                 continue

@@ -7,9 +7,13 @@
 
 `write_intrinsics` / `write_frame` write the same layout (used by the .sens export and the synthetic scenes).
 
+    SCENE/label-nyu40/<i>.png  (or label/, label-filt/)   optional per-pixel labels, see gs3.data.labels
+
 ``<i>`` are frame numbers, not zero-padded: frames are ordered numerically (0, 1, 2, …, 10). Frames are
-listed from color/; a missing depth or pose file surfaces when that frame is read. Extra folders (e.g. the
-synthetic scenes' label folders) are ignored here.
+listed from color/; a missing depth, pose or label file surfaces when that frame is read. Labels are resized
+to the frame's size (the depth's, or the requested one) nearest-neighbour, with the depth's rule (the source
+pixel containing the target pixel's centre), so they stay aligned with colour and depth and no label is ever
+blended: ScanNet's 320×240 labels on its 640×480 depth become 2×2 blocks.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gs3.data.labels import find_label_folder, read_frame_labels
 from gs3.data.scene import Frame, as_frame
 from gs3.data.transforms import decode_color, resize_depth, scale_K
 from gs3.data.validation import UNREADABLE_FILE, InvalidFrameError, check_pose
@@ -96,11 +101,15 @@ def load_color(image: Image.Image, path: Path, size: tuple[int, int]) -> np.ndar
 
 
 class ExportedScene:
-    """A scene in the exported layout, read frame by frame (nothing is cached but the file lists and K)."""
+    """A scene in the exported layout, read frame by frame (nothing is cached but the file lists and K).
 
-    def __init__(self, path: str | Path) -> None:
+    ``labels=False`` skips reading label images (``frame.label`` is then None); ``label_map`` is a path to
+    a ScanNet label table for ``label-filt`` scenes (default: the one shipped with gs3)."""
+
+    def __init__(self, path: str | Path, labels: bool = True, label_map: str | Path | None = None) -> None:
         self.path = Path(path)
         self.name = self.path.name
+        self.label_map = None if label_map is None else str(label_map)
         if not self.path.is_dir():
             raise DataError(f"{self.path}: not a directory")
         for folder in ("color", "depth", "pose"):
@@ -123,6 +132,7 @@ class ExportedScene:
             raise DataError(f"{self.path / 'color'}: empty folder, no <i>.jpg/.png frames")
         self._indices = sorted(self._color_files)
         self._depth_size: tuple[int, int] | None = None
+        self.label_dir = find_label_folder(self.path) if labels else None
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -145,6 +155,15 @@ class ExportedScene:
 
     def color_path(self, position: int) -> Path:
         return self.path / "color" / self._color_files[self._indices[position]]
+
+    def label_path(self, position: int) -> Path | None:
+        if self.label_dir is None:
+            return None
+        return self.label_dir / f"{self._indices[position]}.png"
+
+    @property
+    def has_labels(self) -> bool:
+        return self.label_dir is not None
 
     def pose(self, position: int) -> np.ndarray:
         return read_matrix(self.pose_path(position))
@@ -172,8 +191,8 @@ class ExportedScene:
         return self._depth_size
 
     def frame(self, position: int, size: tuple[int, int] | None = None) -> Frame:
-        """Frame at ``position``; colour resized to the depth size (or to ``size`` = (w, h), with depth
-        nearest-resized and K scaled). Raises InvalidFrameError (a DataError) naming the bad file."""
+        """Frame at ``position``; colour resized to the depth size (or to ``size`` = (w, h), with depth and
+        labels nearest-resized and K scaled). Raises InvalidFrameError (a DataError) naming the bad file."""
         if not 0 <= position < len(self):
             raise IndexError(f"{self.path}: frame position {position} out of range [0, {len(self)})")
         pose = check_pose(self.pose(position), str(self.pose_path(position)))
@@ -184,7 +203,11 @@ class ExportedScene:
         depth = raw_depth_to_metres(resize_depth(raw, size), EXPORTED_DEPTH_SHIFT)
         image = load_color(color, self.color_path(position), size)
         K = scale_K(self._K, depth_size, size)
-        return as_frame(image, depth, K, pose, self._indices[position])
+        label = None
+        if self.label_dir is not None:
+            label = read_frame_labels(self.label_dir, self._indices[position], self.label_map)
+            label = resize_depth(label, size)
+        return as_frame(image, depth, K, pose, self._indices[position], label)
 
 
 # -- writing ------------------------------------------------------------------------------------------------

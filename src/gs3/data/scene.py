@@ -6,7 +6,9 @@ of the exported layout, the frame number in a ``.sens`` file), which differs fro
 was exported with ``--every N``. View intervals count positions.
 
 Colour is always delivered at the depth resolution (or at a requested output size) with the DEPTH intrinsics
-(ScanNet's convention: colour 1296×968 and depth 640×480 are registered by a plain resize).
+(ScanNet's convention: colour 1296×968 and depth 640×480 are registered by a plain resize). Per-pixel labels
+(NYU40 ids, 0 = unlabelled; see gs3.data.labels) are resized the same way, nearest-neighbour, so
+``frame.label`` is aligned with ``frame.depth`` and ``frame.image``; it is None for a scene without labels.
 """
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 
 @dataclass
 class Frame:
     """One RGB-D frame: colour (H, W, 3) in [0, 1], depth (H, W) metres (0 = invalid), K (3, 3) pixels at
-    H×W, camera-to-world (4, 4) OpenCV pose, and the frame's own number."""
+    H×W, camera-to-world (4, 4) OpenCV pose, the frame's own number, and (for labelled scenes) an (H, W)
+    int64 map of NYU40 ids (0 = unlabelled)."""
 
     image: Float[Tensor, "h w 3"]
     depth: Float[Tensor, "h w"]
     K: Float[Tensor, "3 3"]
     cam_to_world: Float[Tensor, "4 4"]
     index: int
+    label: Int[Tensor, "h w"] | None = None
 
     @property
     def height(self) -> int:
@@ -74,13 +78,19 @@ class Scene(Protocol):
 
 
 def as_frame(
-    image: np.ndarray, depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, index: int
+    image: np.ndarray,
+    depth: np.ndarray,
+    K: np.ndarray,
+    cam_to_world: np.ndarray,
+    index: int,
+    label: np.ndarray | None = None,
 ) -> Frame:
-    """Build a Frame from numpy arrays (float32 tensors, no copy where the dtype already matches)."""
+    """Build a Frame from numpy arrays (float32 tensors, int64 labels; no copy where the dtype matches)."""
     return Frame(
         image=torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
         depth=torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)),
         K=torch.from_numpy(np.asarray(K, dtype=np.float32).copy()),
         cam_to_world=torch.from_numpy(np.asarray(cam_to_world, dtype=np.float32).copy()),
         index=int(index),
+        label=None if label is None else torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64)),
     )

@@ -24,8 +24,11 @@ SPLITS = ("train", "val", "test")
 ALL_SCENES = "all"  # the split of every scene under the root
 
 
-def open_scene(path: str | Path) -> Scene:
-    """A ScanNet exported folder, a .sens file, or a folder holding <name>.sens → a Scene."""
+def open_scene(path: str | Path, labels: bool = True, label_map: str | Path | None = None) -> Scene:
+    """A ScanNet exported folder, a .sens file, or a folder holding <name>.sens → a Scene.
+
+    Exported folders with a label folder give labelled frames (``labels=False`` skips them; ``label_map``:
+    see gs3.data.labels); .sens files carry no labels."""
     path = Path(path)
     if path.is_file():
         if path.suffix != ".sens":
@@ -34,7 +37,7 @@ def open_scene(path: str | Path) -> Scene:
     if not path.exists():
         raise DataError(f"{path}: scene does not exist")
     if (path / "color").is_dir():
-        return ExportedScene(path)
+        return ExportedScene(path, labels=labels, label_map=label_map)
     if (path / f"{path.name}.sens").is_file():
         return SensScene(path / f"{path.name}.sens")
     if not any(path.iterdir()):

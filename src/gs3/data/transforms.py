@@ -1,4 +1,4 @@
-"""Resizing, back-projection and the rotation augmentation.
+"""Resizing and back-projection (the rotation augmentation lives in gs3.data.augment, re-exported here).
 
 Resize rules (half-pixel convention, DESIGN.md): an image resized from (W, H) to (w, h) maps pixel centres by
 x' = x · w / W, so K scales exactly by (w / W, h / H) (gs3.cameras.scale_intrinsics).
@@ -18,8 +18,6 @@ x' = x · w / W, so K scales exactly by (w / W, h / H) (gs3.cameras.scale_intrin
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from jaxtyping import Float, Int
@@ -27,6 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from gs3.cameras import scale_intrinsics
+from gs3.data.augment import random_rotation, rotation_matrix  # noqa: F401 (re-exported)
 
 RESOLUTIONS = {"320x240": (320, 240), "256x192": (256, 192), "512x384": (512, 384)}
 DEFAULT_RESOLUTION = (320, 240)  # (width, height)
@@ -112,28 +111,6 @@ def backproject(
     coord = world[valid]
     color = image.reshape(views, height * width, 3)[valid]
     return coord, color, point_view, point_pixel
-
-
-def rotation_matrix(angle_x: float, angle_y: float, angle_z: float) -> np.ndarray:
-    """4×4 float64 rotation R = Rz · Ry · Rx (X first, then Y, then Z) about the world origin."""
-    cx, sx = math.cos(angle_x), math.sin(angle_x)
-    cy, sy = math.cos(angle_y), math.sin(angle_y)
-    cz, sz = math.cos(angle_z), math.sin(angle_z)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    transform = np.eye(4)
-    transform[:3, :3] = rz @ ry @ rx
-    return transform
-
-
-def random_rotation(
-    rng: np.random.Generator, max_angle_xy: float = math.pi / 64, max_angle_z: float = math.pi
-) -> np.ndarray:
-    """The GS³ augmentation: X, Y angles uniform in ±max_angle_xy, Z in ±max_angle_z (ScanNet Z is up)."""
-    angle_x, angle_y = rng.uniform(-max_angle_xy, max_angle_xy, size=2)
-    angle_z = rng.uniform(-max_angle_z, max_angle_z)
-    return rotation_matrix(float(angle_x), float(angle_y), float(angle_z))
 
 
 def apply_world_transform(

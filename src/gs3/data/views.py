@@ -194,7 +194,7 @@ def compute_pair_list(
         iterator = tqdm(scenes, desc="pairs", unit="scene")
     for scene_path in iterator:
         try:
-            scene = open_scene(scene_path)
+            scene = open_scene(scene_path, labels=False)
         except DataError:
             counts[UNREADABLE_SCENE] += 1
             continue

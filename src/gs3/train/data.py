@@ -129,9 +129,12 @@ class GS3DataModule(L.LightningDataModule):
         per_epoch = max(1, len(self.dataset) // (self.config.data.batch_size * world_size))
         return per_epoch * self.config.optim.epochs
 
-    def train_dataloader(self) -> DataLoader:
+    def collate_fn(self) -> Any:
         from gs3.data.collate import collate
 
+        return collate
+
+    def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         self.sampler = ResumableSampler(
             len(self.dataset),
@@ -151,7 +154,7 @@ class GS3DataModule(L.LightningDataModule):
             batch_size=self.config.data.batch_size,
             sampler=self.sampler,
             num_workers=workers,
-            collate_fn=collate,
+            collate_fn=self.collate_fn(),
             pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
             persistent_workers=False,
             drop_last=True,

@@ -1,32 +1,24 @@
-"""The Lightning side of pre-training: optimisation, skipping non-finite steps, logging, checkpoint extras.
+"""The Lightning side of pre-training: the GS3 model, its optimizer and schedule, logging, checkpoint extras.
 
-Optimisation is manual (Lightning's `automatic_optimization = False`) so that a non-finite loss or gradient
-norm skips the optimizer *and* scheduler step on every rank together, and is counted. Randomness inside the
-model is reseeded from (seed, step, rank) at each step and the data of a step is a pure function of (seed,
-step) (gs3.train.sampling), so a resumed run continues exactly without saving generator states.
+The optimisation loop (manual optimisation, skipping non-finite steps, per-step reseeding, the run position
+kept in checkpoints) is gs3.train.steps.SteppedModule, shared with fine-tuning.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from typing import Any
 
-import lightning as L
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 import gs3
 from gs3.config import PretrainConfig, config_from_dict, config_to_dict
-from gs3.errors import GS3Error
-from gs3.train.sampling import mix_seed
+from gs3.train.steps import NonFiniteLossError, SteppedModule
 from gs3.train.visualize import render_grid
 
-
-class NonFiniteLossError(GS3Error):
-    """Too many non-finite losses in a row: the run diverged."""
+__all__ = ["GS3Module", "NonFiniteLossError", "cosine_schedule", "parameter_groups"]
 
 
 def cosine_schedule(step: int, total_steps: int, lr: float, min_lr: float, warmup_steps: int = 0) -> float:
@@ -48,7 +40,7 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class GS3Module(L.LightningModule):
+class GS3Module(SteppedModule):
     def __init__(self, config: dict[str, Any] | PretrainConfig) -> None:
         super().__init__()
         from gs3.model import GS3  # the model joins every part; imported late to keep CLI start-up quick
@@ -57,23 +49,10 @@ class GS3Module(L.LightningModule):
         self.save_hyperparameters({"config": config_dict})
         self.config: PretrainConfig = config_from_dict(config_dict)
         self.model = GS3(self.config)
-        self.automatic_optimization = False
-        self.nonfinite_total = 0
-        self.nonfinite_in_row = 0
-        self.batches_done = 0  # batches consumed by the run (skipped steps included): the data position
-        self.resume_batches = 0  # set from a checkpoint; the data module skips that many batches
-        self.skipped_data: Counter = Counter()  # bad samples skipped by gs3.data, by reason (this rank)
         self.history: list[tuple[int, float, float]] = []  # (step, loss, psnr) of this process's run
         self.start_time = time.monotonic()
 
     # --- optimisation -------------------------------------------------------------------------------------
-    def total_steps(self) -> int:
-        if self.config.optim.max_steps > 0:
-            return self.config.optim.max_steps
-        # Not trainer.estimated_stepping_batches: it would build the train dataloader before a checkpoint
-        # restores the data position. The data module knows the run's length from the dataset already.
-        return max(1, self.trainer.datamodule.total_batches(self.trainer.world_size))
-
     def configure_optimizers(self) -> Any:
         o = self.config.optim
         optimizer = torch.optim.AdamW(
@@ -88,49 +67,13 @@ class GS3Module(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _all_ranks_finite(self, value: Tensor) -> bool:
-        finite = torch.isfinite(value.detach()).all().float().reshape(1)
-        if dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite.item() > 0)
-
-    def _skip(self, what: str) -> None:
-        self.nonfinite_total += 1
-        self.nonfinite_in_row += 1
-        limit = self.config.trainer.max_nonfinite_in_row
-        self._write_scalars({"train/nonfinite_skipped": float(self.nonfinite_total)})
-        if self.nonfinite_in_row >= limit:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_in_row} non-finite {what} in a row at step {self.global_step} "
-                f"(trainer.max_nonfinite_in_row={limit}): the run diverged; lower optim.lr or check the data"
-            )
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
-        self.batches_done = batch_idx + 1  # one long epoch (gs3.train.sampling): batch_idx counts the run
-        self.skipped_data.update(batch.get("skipped", {}))
-        seed = mix_seed(self.config.trainer.seed, self.global_step, batch_idx, self.global_rank)
-        torch.manual_seed(seed)  # model-side randomness (e.g. dropout) is a function of (seed, step, rank)
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
+        self.begin_step(batch, batch_idx)
         output = self.model(batch)
-        if not self._all_ranks_finite(output.loss):
-            self._skip("losses")
+        stepped = self.optimize(output.loss)
+        if stepped is None:
             return None
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(output.loss)
-        clip = self.config.optim.grad_clip
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.parameters() if p.grad is not None], clip if clip > 0 else float("inf")
-        )
-        if not self._all_ranks_finite(grad_norm):
-            optimizer.zero_grad(set_to_none=True)
-            self._skip("gradient norms")
-            return None
-        lr = self._lr()  # the rate this step uses (the scheduler moves it on below)
-        optimizer.step()
-        scheduler.step()
-        self.nonfinite_in_row = 0
-        self._log_step(output, batch, grad_norm, lr)
+        self._log_step(output, batch, *stepped)
         return output.loss.detach()
 
     # --- logging ------------------------------------------------------------------------------------------
@@ -149,15 +92,6 @@ class GS3Module(L.LightningModule):
         if self.global_step % self.config.trainer.image_every == 0 or self.global_step == 1:
             self._log_images(output, batch)
 
-    def _write_scalars(self, scalars: dict[str, float]) -> None:
-        # Straight to the logger at the optimizer step: Lightning's self.log would repeat stale values
-        # at every step under manual optimisation.
-        if self.global_rank == 0 and self.logger is not None:
-            self.logger.log_metrics(scalars, step=self.global_step)
-
-    def _lr(self) -> float:
-        return float(self.optimizers().param_groups[0]["lr"])
-
     def _log_images(self, output: Any, batch: dict[str, Any]) -> None:
         if self.global_rank != 0 or self.logger is None or not hasattr(self.logger, "experiment"):
             return
@@ -171,19 +105,5 @@ class GS3Module(L.LightningModule):
         checkpoint["gs3"] = {
             "version": gs3.__version__,
             "config": config_to_dict(self.config),
-            "step": int(self.global_step),
-            "batches_done": int(self.batches_done),
-            "skipped_data": dict(self.skipped_data),
-            "nonfinite_total": self.nonfinite_total,
-            "nonfinite_in_row": self.nonfinite_in_row,
+            **self.step_state(),
         }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        extras = checkpoint.get("gs3", {})
-        self.nonfinite_total = int(extras.get("nonfinite_total", 0))
-        self.nonfinite_in_row = int(extras.get("nonfinite_in_row", 0))
-        self.batches_done = self.resume_batches = int(extras.get("batches_done", 0))
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and getattr(datamodule, "sampler", None) is not None:
-            datamodule.sampler.resume_at(self.resume_batches)  # a loader built before the restore
-        self.skipped_data = Counter(extras.get("skipped_data", {}))

@@ -1,5 +1,9 @@
 """`pretrain(config)`: Lightning Trainer + GS3Module + data, with atomic checkpoints and exact resumption.
 
+The pieces that are not specific to pre-training (StepCheckpoint, build_trainer, resolve_*) take any run
+config with `name`, `trainer` (TrainerConfig) and `optim.max_steps`; fine-tuning (gs3.train.finetune) uses
+them too.
+
 Multi-GPU / multi-node: set trainer.devices / trainer.num_nodes / trainer.strategy=ddp, or launch with
 torchrun (Lightning detects the torchrun environment and does not spawn processes itself).
 """
@@ -11,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -19,7 +23,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from gs3.config import PretrainConfig, config_to_yaml
+from gs3.config import PretrainConfig, TrainerConfig, config_to_yaml
 from gs3.errors import GS3Error
 from gs3.train.checkpoint import (
     LAST_NAME,
@@ -34,6 +38,14 @@ from gs3.train.checkpoint import (
 from gs3.train.data import GS3DataModule
 from gs3.train.determinism import determinism_callbacks
 from gs3.train.module import GS3Module
+
+
+class RunConfig(Protocol):
+    """What the shared runner pieces read: PretrainConfig and FinetuneConfig both have it."""
+
+    name: str
+    trainer: TrainerConfig
+    optim: Any  # with max_steps (> 0: the run's length in optimizer steps)
 
 
 class StepCheckpoint(Callback):
@@ -94,34 +106,32 @@ class PretrainSummary:
         )
 
 
-def resolve_precision(config: PretrainConfig) -> str:
+def resolve_precision(config: RunConfig) -> str:
     if config.trainer.precision != "auto":
         return config.trainer.precision
     on_gpu = config.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def resolve_out_dir(config: PretrainConfig, out_dir: str | os.PathLike | None) -> Path:
+def resolve_out_dir(config: RunConfig, out_dir: str | os.PathLike | None) -> Path:
     return Path(out_dir or config.trainer.out_dir or Path("runs") / config.name).expanduser()
 
 
-def resolve_resume(resume: str | None, checkpoint_dir: Path) -> str | None:
+def resolve_resume(resume: str | None, checkpoint_dir: Path, command: str = "gs3 pretrain") -> str | None:
     """`auto`: the run folder's last checkpoint if there is one (else start fresh); a path must exist."""
     if resume is None:
         return None
     if resume == "auto":
         found = latest_checkpoint(checkpoint_dir)
         if found is None:
-            print(
-                f"gs3 pretrain: --resume auto: no checkpoint in {checkpoint_dir}, starting fresh", flush=True
-            )
+            print(f"{command}: --resume auto: no checkpoint in {checkpoint_dir}, starting fresh", flush=True)
         return str(found) if found else None
     if not Path(resume).is_file():
         raise GS3Error(f"--resume {resume}: checkpoint not found")
     return resume
 
 
-def build_trainer(config: PretrainConfig, out: Path, callbacks: list[Callback]) -> L.Trainer:
+def build_trainer(config: RunConfig, out: Path, callbacks: list[Callback]) -> L.Trainer:
     t = config.trainer
     progress: list[Callback] = [TQDMProgressBar(refresh_rate=1)] if t.progress_bar else []
     return L.Trainer(
@@ -133,7 +143,7 @@ def build_trainer(config: PretrainConfig, out: Path, callbacks: list[Callback]) 
         max_epochs=1,  # the whole run is one stream of batches (gs3.train.sampling); its length is the run
         max_steps=config.optim.max_steps,
         logger=TensorBoardLogger(str(out), name="tensorboard", version=""),
-        callbacks=[*callbacks, *progress],
+        callbacks=[*callbacks, *determinism_callbacks(config), *progress],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,  # StepCheckpoint writes them
         enable_progress_bar=t.progress_bar,
@@ -141,9 +151,33 @@ def build_trainer(config: PretrainConfig, out: Path, callbacks: list[Callback]) 
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        log_every_n_steps=1,  # GS3Module decides what to log when
+        log_every_n_steps=1,  # the module decides what to log when
         default_root_dir=str(out),
     )
+
+
+def quiet_lightning_warnings() -> None:
+    # Lightning warns that a mid-epoch resume is unreliable for plain dataloaders; ours skips exactly.
+    warnings.filterwarnings(
+        "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
+    )
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def prepare_run_folder(trainer: L.Trainer, out: Path, checkpoint_dir: Path, config: Any) -> None:
+    """On global rank 0: the checkpoint folder (stale temporaries of a killed run removed), config.yaml."""
+    if trainer.is_global_zero:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(checkpoint_dir)
+        atomic_write_text(config_to_yaml(config), out / "config.yaml")
+
+
+def close_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        # Lightning leaves its process group up; tearing it down here lets every rank exit cleanly (an
+        # un-destroyed gloo group can abort a rank at interpreter exit).
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def pretrain(
@@ -154,22 +188,15 @@ def pretrain(
     checkpoint_dir = out / "checkpoints"
     ckpt_path = resolve_resume(resume, checkpoint_dir)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    # Lightning warns that a mid-epoch resume is unreliable for plain dataloaders; ours skips exactly.
-    warnings.filterwarnings(
-        "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
-    )
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    quiet_lightning_warnings()
 
     module = GS3Module(config)
     datamodule = GS3DataModule(config)
     checkpointer = StepCheckpoint(
         checkpoint_dir, config.trainer.checkpoint_every, config.trainer.keep_checkpoints
     )
-    trainer = build_trainer(config, out, [checkpointer, *determinism_callbacks(config)])
-    if trainer.is_global_zero:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(checkpoint_dir)
-        atomic_write_text(config_to_yaml(config), out / "config.yaml")
+    trainer = build_trainer(config, out, [checkpointer])
+    prepare_run_folder(trainer, out, checkpoint_dir, config)
     start = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     history = module.history or [(trainer.global_step, float("nan"), float("nan"))]
@@ -189,9 +216,5 @@ def pretrain(
     )
     if trainer.is_global_zero:
         print(summary.line(), flush=True)
-    if dist.is_available() and dist.is_initialized():
-        # Lightning leaves its process group up; tearing it down here lets every rank exit cleanly (an
-        # un-destroyed gloo group can abort a rank at interpreter exit).
-        dist.barrier()
-        dist.destroy_process_group()
+    close_distributed()
     return summary
