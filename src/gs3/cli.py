@@ -47,11 +47,24 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, ob
     return parser, modules
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse `argv`; `key=value` overrides may also follow options (`--out DIR key=value`), which plain
+    argparse rejects once an option has ended the positional list (and subparsers cannot be intermixed)."""
+    args, rest = parser.parse_known_args(argv)
+    overrides = [item for item in rest if "=" in item and not item.startswith("-")]
+    unknown = [item for item in rest if item not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     quiet_dependencies()  # dependencies' start-up noise out of gs3's output (gs3.quiet says which)
     parser, modules = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         return int(modules[args.command].run(args) or 0)
     except GS3Error as error:
