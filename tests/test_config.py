@@ -92,6 +92,8 @@ def test_round_trip_through_a_dict():
         (["model.encoder={type: ResNet50}", "model.head=point_offset"], "model.head"),
         (["loss.cross_view_weight=-1"], "loss.cross_view_weight"),
         (["lr"], "key=value"),
+        (["data.root=[a"], "data.root"),  # not YAML: a ConfigError, not a parser traceback
+        (["data.root=..."], "data.root"),
     ],
 )
 def test_bad_overrides_raise_one_line_naming_the_key(overrides, needle):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zlib
 from collections import Counter
@@ -394,3 +395,29 @@ def test_list_scenes_all_layouts(tmp_path):
     assert [p.name for p in list_scenes(tmp_path, "val")] == ["scene0568_00.sens"]
     assert len(missing_scenes(tmp_path, "val")) == 311
     assert all(len(open_scene(p)) >= 1 for p in list_scenes(tmp_path))
+
+
+def test_many_sens_files_share_a_bounded_pool_of_handles(tmp_path, monkeypatch):
+    """More .sens scenes than the pool holds: every read still correct, never more than the limit open."""
+    from gs3.data import sens as sens_module
+
+    pool = sens_module._HandlePool(limit=3)
+    monkeypatch.setattr(sens_module, "_HANDLES", pool)
+    rng = np.random.default_rng(2)
+    scenes, depths = [], []
+    for k in range(7):
+        depth = rng.integers(1, 3000, size=(6, 8)).astype(np.uint16)
+        color = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+        write_sens(tmp_path / f"s{k}.sens", [np.eye(4)], [depth], [color])
+        scenes.append(open_scene(tmp_path / f"s{k}.sens"))
+        depths.append(depth)
+    for order in (range(7), reversed(range(7)), [0, 6, 0, 3, 6, 1]):
+        for k in order:
+            np.testing.assert_allclose(scenes[k].frame(0).depth.numpy(), depths[k] / 1000.0, rtol=1e-6)
+            assert len(pool) <= 3
+    open_fds = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else None
+    for scene in scenes:
+        scene.close()
+    assert len(pool) == 0
+    if open_fds is not None:
+        assert len(os.listdir("/proc/self/fd")) <= open_fds

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -171,8 +172,9 @@ def apply_overrides(merged: DictConfig, overrides: list[str] | tuple[str, ...]) 
         key = item.split("=", 1)[0]
         try:
             dotlist = OmegaConf.from_dotlist([item])
-        except OmegaConfBaseException as error:
-            raise ConfigError(f"override '{item}': {str(error).splitlines()[0]}") from None
+        except (OmegaConfBaseException, yaml.YAMLError) as error:  # YAML: e.g. `key=[a` or `key=...`
+            reason = str(error).splitlines()[0]
+            raise ConfigError(f"override '{item}': not a valid value ({reason})") from None
         value = OmegaConf.select(dotlist, key)
         current = OmegaConf.select(merged, key, default=None)
         if (

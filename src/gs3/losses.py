@@ -32,7 +32,8 @@ def torchmetrics_lpips_linear_path() -> Path:
     spec = importlib.util.find_spec("torchmetrics")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            "LPIPS linear weights: torchmetrics is not installed; set loss.lpips_linear_weights=PATH"
+            "LPIPS linear weights ship with torchmetrics, which is not installed: pip install torchmetrics, "
+            "or set loss.lpips_weight=0"
         )
     package = Path(next(iter(spec.submodule_search_locations)))
     return package / "functional" / "image" / "lpips_models" / "vgg.pth"

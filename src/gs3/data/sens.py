@@ -9,8 +9,9 @@ IMU records after the frames are ignored.
 
 Opening a file reads the header and walks the frame records once, seeking over the image bytes, to index
 every frame's offsets and pose; ``frame(i)`` then reads only that frame. Reads use ``os.pread`` (no shared
-file position), so one handle is safe in forked DataLoader workers; the handle is opened lazily and is not
-pickled, so every worker process opens its own.
+file position). Handles come from a per-process pool of at most ``MAX_OPEN_FILES`` (least recently used
+closed first): a dataset of all 1513 ScanNet scans would otherwise hold a handle per scene and run into the
+usual limit of 1024 open files. A forked DataLoader worker starts its own pool.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,46 @@ from gs3.errors import DataError
 COLOR_COMPRESSION = {0: "raw", 1: "png", 2: "jpeg"}
 DEPTH_COMPRESSION = {0: "raw_ushort", 1: "zlib_ushort"}
 FRAME_RECORD = struct.Struct("<16f4Q")  # pose, colour/depth timestamps, colour/depth byte counts
+MAX_OPEN_FILES = 64
+
+
+class _HandlePool:
+    """Read-only file descriptors by path, at most `limit` open, least recently used closed first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._fds: OrderedDict[Path, int] = OrderedDict()
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def fd(self, path: Path) -> int:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: its copies of the parent's handles are its own
+                self._close_all()
+                self._pid = os.getpid()
+            if path in self._fds:
+                self._fds.move_to_end(path)
+                return self._fds[path]
+            while len(self._fds) >= self.limit:
+                os.close(self._fds.popitem(last=False)[1])
+            self._fds[path] = os.open(path, os.O_RDONLY)
+            return self._fds[path]
+
+    def close(self, path: Path) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and path in self._fds:
+                os.close(self._fds.pop(path))
+
+    def _close_all(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+
+_HANDLES = _HandlePool(MAX_OPEN_FILES)
 
 
 @dataclass(frozen=True)
@@ -66,8 +109,6 @@ class SensScene:
         self.name = self.path.stem
         if not self.path.is_file():
             raise DataError(f"{self.path}: .sens file is missing")
-        self._fd: int | None = None
-        self._pid: int | None = None
         try:
             self.header, first_frame_offset = self._read_header()
             self._index_frames(first_frame_offset)
@@ -76,28 +117,14 @@ class SensScene:
 
     # -- file access ---------------------------------------------------------------------------------------
     def _read(self, offset: int, size: int) -> bytes:
-        if self._fd is None or self._pid != os.getpid():
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
-        data = os.pread(self._fd, size, offset)
+        data = os.pread(_HANDLES.fd(self.path), size, offset)
         if len(data) != size:
             raise DataError(f"{self.path}: truncated file (wanted {size} bytes at offset {offset})")
         return data
 
     def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd = None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_fd"] = None  # each process opens its own handle
-        return state
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        """Release this file's handle (it is reopened by the next read)."""
+        _HANDLES.close(self.path)
 
     def _read_header(self) -> tuple[SensHeader, int]:
         (version,) = struct.unpack("<I", self._read(0, 4))
