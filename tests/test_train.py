@@ -483,3 +483,17 @@ def test_resume_of_an_epoch_based_run_crosses_epochs_exactly(tmp_path):
     b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=False)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 8
     assert_same_weights(a["state_dict"], b["state_dict"])
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_do(tmp_path, capsys):
+    from gs3.train.runner import pretrain
+
+    config = load_config(
+        "demo", tiny_overrides(tmp_path / "cache", ["optim.max_steps=2", "trainer.progress_bar=false"])
+    )
+    first = pretrain(config, out_dir=tmp_path / "run")
+    assert first.steps_this_run == 2 and "nothing to do" not in first.line()
+    again = pretrain(config, out_dir=tmp_path / "run", resume="auto")
+    assert again.steps == 2 and again.steps_this_run == 0
+    assert again.checkpoint == tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert "nothing to do" in capsys.readouterr().out.strip().splitlines()[-1]

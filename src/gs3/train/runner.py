@@ -92,8 +92,14 @@ class PretrainSummary:
     bad_samples: dict[str, int]
     checkpoint: Path | None
     out_dir: Path
+    steps_this_run: int = -1  # optimizer steps this call took (0: a resumed run that had already ended)
 
     def line(self) -> str:
+        if self.steps_this_run == 0:
+            return (
+                f"gs3 pretrain: nothing to do: the run in {self.out_dir} ended at step {self.steps} "
+                f"(optim.max_steps); checkpoint {self.checkpoint}"
+            )
         minutes, seconds = divmod(round(self.seconds), 60)
         bad = sum(self.bad_samples.values())
         bad_text = f"{bad} bad samples skipped" + (
@@ -211,8 +217,9 @@ def pretrain(
         last_psnr=sum(h[2] for h in last) / window,
         nonfinite_skipped=module.nonfinite_total,
         bad_samples=datamodule.bad_sample_counts(),
-        checkpoint=(checkpoint_dir / LAST_NAME) if checkpointer.last_path else None,
+        checkpoint=(checkpoint_dir / LAST_NAME) if checkpointer.last_path or ckpt_path else None,
         out_dir=out,
+        steps_this_run=len(module.history),
     )
     if trainer.is_global_zero:
         print(summary.line(), flush=True)
