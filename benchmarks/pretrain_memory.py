@@ -22,7 +22,8 @@ phase peaks). `--breakdown` also prints the autograd-saved bytes per part of the
 (torch.autograd.graph.saved_tensors_hooks; a custom Function's own attributes are not seen there) and
 adds three GS³ rows: without the LPIPS term; with the epipolar transformer's activation checkpointing
 (`model.epipolar.checkpoint=true`); with the torch rasterizer keeping no composited pairs for backward
-(keep_limit 0: it recomputes them; a CPU-reference cost that gsplat on CUDA does not have).
+(keep_limit 0: it recomputes them; a CPU-reference cost that gsplat on CUDA does not have); and a NeRF
+row at ¼ of Table 2's rays with the textbook trilinear lookup (autograd over the 8 gathered corners).
 
 Rows (Table 2: GS³ renders whole 320×240 images, batch 4 × 2 views; the NeRF 4,800 rays per batch):
 1. both methods for every encoder at Table 2's settings;
@@ -46,6 +47,7 @@ import sys
 import time
 
 from machine_info import cpu_model  # benchmarks/ is on sys.path when a script runs
+from memory_probe import Components, allocator_timeline, tensor_bytes
 
 GIB = 2**30
 ENCODERS = {  # name: (GS³ config, NeRF config, encoder override for the NeRF config or None)
@@ -57,87 +59,13 @@ TARGET_RATIO, TARGET_PER_PIXEL, TARGET_GS3_GIB = 3.7, 10.0, 5.0
 
 
 # ------------------------------------------------------------------------------------- one measurement
-def _nbytes(tensors) -> int:
-    seen, total = set(), 0
-    for tensor in tensors:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            total += storage.nbytes()
-    return total
+def naive_trilinear_lookup(values, coords, shape, base=None):
+    """Gather the 8 corners, weight and sum with plain autograd: what a straightforward port of the NeRF
+    baseline's lookup costs (autograd keeps the (N, 8, C) corners, and builds every gradient)."""
+    from gs3.render.volume import trilinear_corners
 
-
-def allocator_timeline(prof) -> tuple[int, int, str]:
-    """From the allocator's events of a profiled step: the peak of the bytes allocated during the step and
-    not yet freed, the same at the start of the backward pass, and the phase / operator of the peak.
-    (Frees of blocks allocated before the profile are not reported, so they are never subtracted.)"""
-    from torch._C._profiler import _EventType
-
-    events, backward_start, stack = [], None, list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        event = stack.pop()
-        stack.extend(event.children)
-        if event.typed[0] == _EventType.Allocation and event.typed[1].device.type == "cpu":
-            events.append(event)
-        elif event.name == "backward":
-            backward_start = event.start_time_ns
-    events.sort(key=lambda e: e.start_time_ns)
-    live: dict[int, int] = {}
-    current = peak = at_backward = 0
-    at_peak = None
-    for event in events:
-        size, ptr = event.typed[1].alloc_size, event.typed[1].ptr
-        if size > 0:
-            live[ptr] = live.get(ptr, 0) + size
-            current += size
-        elif ptr in live:
-            current -= live.pop(ptr)
-        if backward_start is not None and event.start_time_ns < backward_start:
-            at_backward = current
-        if current > peak:
-            peak, at_peak = current, event
-    names = []
-    while at_peak is not None and at_peak.parent is not None:
-        at_peak = at_peak.parent
-        names.append(at_peak.name)
-    where = [n for n in reversed(names) if n in ("forward", "backward", "optimizer")][:1]
-    where += [n.replace("autograd::engine::evaluate_function: ", "") for n in names[:2]]
-    return peak, at_backward, " / ".join(where)
-
-
-class Components:
-    """Attributes saved tensors to the innermost labelled part of the model running when they are saved:
-    the model's top-level submodules (hooks on every module below them) and named model methods."""
-
-    def __init__(self, model, methods: dict[str, str]) -> None:
-        self.stack: list[str] = []
-        for top, child in model.named_children():
-            for module in child.modules():
-                module.register_forward_pre_hook(lambda *_, name=top: self._enter(name))
-                module.register_forward_hook(lambda *_: self._leave())
-        for method, label in methods.items():
-            if hasattr(model, method):
-                setattr(model, method, self._labelled(getattr(model, method), label))
-
-    def _enter(self, name: str) -> None:  # hooks must return None (a value would replace inputs/outputs)
-        self.stack.append(name)
-
-    def _leave(self) -> None:
-        self.stack.pop()
-
-    def _labelled(self, function, label: str):
-        def wrapper(*args, **kwargs):
-            self.stack.append(label)
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.stack.pop()
-
-        return wrapper
-
-    @property
-    def current(self) -> str:
-        return self.stack[-1] if self.stack else "other"
+    index, weights = trilinear_corners(coords, shape, base)
+    return (values[index] * weights[..., None].to(values.dtype)).sum(dim=1)
 
 
 def measure_one(spec: dict) -> dict:
@@ -168,16 +96,17 @@ def measure_one(spec: dict) -> dict:
     device = torch.device(spec["device"])
     batch = collate([dataset[i % len(dataset)] for i in range(spec["batch"])])
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    if (
-        spec.get("keep_limit") is not None
-    ):  # diagnostic: the torch rasterizer replays instead of keeping pairs
+    if spec.get("keep_limit") is not None:  # diagnostic: the torch rasterizer replays, keeps no pairs
         import functools
 
         import gs3.render
 
-        gs3.render.rasterize_torch = functools.partial(
-            gs3.render.rasterize_torch, keep_limit=spec["keep_limit"]
-        )
+        keep = spec["keep_limit"]
+        gs3.render.rasterize_torch = functools.partial(gs3.render.rasterize_torch, keep_limit=keep)
+    if spec.get("naive_lookup"):  # diagnostic: the textbook lookup (8 gathered corners kept for backward)
+        import gs3.ponder.model
+
+        gs3.ponder.model.trilinear_lookup = naive_trilinear_lookup
     torch.manual_seed(0)
     model = build_model(config)
     if spec["method"] == "gs3" and spec.get("lpips", True):
@@ -193,7 +122,12 @@ def measure_one(spec: dict) -> dict:
     exclude: set[int] = set()
     import gs3.model as gs3_model
 
-    components = Components(model, {"render_rays": "ray rendering", "point_volume": "volume pooling"})
+    labels = {
+        "render_rays": "ray rendering",
+        "point_volume": "volume pooling",
+        "image_volume": "volume lifting",
+    }
+    components = Components(model, labels)
     gs3_model.rasterize = components._labelled(gs3_model.rasterize, "rasterizer")
 
     def pack(tensor):
@@ -236,10 +170,10 @@ def measure_one(spec: dict) -> dict:
     state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     inputs = [v for v in batch.values() if isinstance(v, torch.Tensor)]
     exclude |= {t.untyped_storage().data_ptr() for t in [*parameters, *inputs, *model.buffers()]}
-    parameter_bytes = _nbytes(parameters)
-    state_bytes = _nbytes(state)
-    input_bytes = _nbytes(inputs)
-    buffer_bytes = _nbytes(list(model.buffers()))
+    parameter_bytes = tensor_bytes(parameters)
+    state_bytes = tensor_bytes(state)
+    input_bytes = tensor_bytes(inputs)
+    buffer_bytes = tensor_bytes(list(model.buffers()))
     where = ""
     live_at_start = parameter_bytes + state_bytes + input_bytes + buffer_bytes
     if device.type == "cuda":
@@ -444,6 +378,11 @@ def main() -> None:
         ):
             rows[name] = run({**spec_for("gs3", encoder, args, batch), **change}, args.timeout)
             print_row(name, rows[name], args.breakdown)
+        name = f"NeRF {encoder}, naive lookup, {batch * 2 * (rays // 4):,} rays"  # vs the ¼-rays row above
+        rows[name] = run(
+            {**spec_for("nerf", encoder, args, batch, rays // 4), "naive_lookup": True}, args.timeout
+        )
+        print_row(name, rows[name], args.breakdown)
     gs3_points = []
     for small in range(1, batch):
         if batch % small == 0:
