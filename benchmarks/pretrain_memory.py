@@ -305,6 +305,7 @@ def main() -> None:
     import torch
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.setting = "quick" if args.quick else "Table 2"
     if args.quick:
         args.width, args.height, batch, rays = 160, 120, 2, 150  # rays : pixels = 1 : 128, as Table 2
         args.volume_overrides = ["model.volume.grid_shape=[64, 64, 16]"]
@@ -343,7 +344,7 @@ def main() -> None:
     for encoder in args.encoders:
         for method, label in (("gs3", "GS³"), ("nerf", "NeRF")):
             spec = spec_for(method, encoder, args, batch, rays)
-            name = f"{label} {encoder} (Table 2)"
+            name = f"{label} {encoder} ({args.setting})"
             rows[name] = run(spec, args.timeout)
             print_row(name, rows[name], args.breakdown)
     # the NeRF's trend against rays (first encoder): a quarter and half of Table 2's rays, then doubling
@@ -353,7 +354,7 @@ def main() -> None:
     if args.table2_only:
         summarise(rows, points, [], encoder, args, batch)
         return
-    base = rows.get(f"NeRF {encoder} (Table 2)")
+    base = rows.get(f"NeRF {encoder} ({args.setting})")
     if isinstance(base, dict):
         points.append((base["rendered"], base["peak"]))
     below = [rays // 4, rays // 2]
@@ -410,14 +411,14 @@ def summarise(rows, points, gs3_points, encoder, args, batch) -> None:
             f"{intercept / GIB:.2f} GB + {slope / 1024:.1f} KiB per ray; whole images ({pixels:,} rays): "
             f"{whole / GIB:,.0f} GB extrapolated ({fits} in the {args.budget_gb:.1f} GB budget)"
         )
-    table2 = rows.get(f"GS³ {encoder} (Table 2)")
+    table2 = rows.get(f"GS³ {encoder} ({args.setting})")
     if gs3_points and isinstance(table2, dict):
         intercept, slope = linear_fit([*gs3_points, (table2["rendered"], table2["peak"])])
         print(f"GS³ {encoder} trend: {intercept / GIB:.2f} GB + {slope / 1024:.2f} KiB per rendered pixel")
     print()
     print("targets (same run)" + (" [--quick: not Table 2's settings]" if args.quick else "") + ":")
     for name in args.encoders:
-        gs3, nerf = rows.get(f"GS³ {name} (Table 2)"), rows.get(f"NeRF {name} (Table 2)")
+        gs3, nerf = rows.get(f"GS³ {name} ({args.setting})"), rows.get(f"NeRF {name} ({args.setting})")
         if not (isinstance(gs3, dict) and isinstance(nerf, dict)):
             print(f"  {name}: not measured")
             continue
