@@ -268,7 +268,6 @@ def test_render_command_renders_a_ponder_checkpoint(cache, tmp_path):
 
 
 # --- a short run -------------------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_short_run_trains_checkpoints_and_resumes_exactly(cache, tmp_path):
     from gs3.train.runner import pretrain
 
