@@ -52,6 +52,30 @@ class DataConfig:
 
 
 @dataclass
+class VolumeConfig:
+    """The NeRF-rendering baseline (Ponder / PonderV2), used when model.renderer = volume.
+
+    Lengths are metres, sharpnesses 1/metres; defaults are PonderV2's ScanNet settings (see gs3.ponder)."""
+
+    grid_shape: list[int] = field(default_factory=lambda: [128, 128, 32])  # cells along world x, y, z (up)
+    padding: float = 0.05  # added on every side of the sample's box, as a fraction of its largest side
+    frustum_far: float = 6.0  # 2D encoders: the box spans the views' frusta from model.near to this depth
+    channels: int = 128  # feature channels of the volume after the 3D network
+    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # per level of the 3D U-Net
+    geometry: str = "sdf"  # what the field predicts: "sdf" (NeuS, as PonderV2) | "density" (NeRF)
+    hidden_channels: int = 128  # width of the field's MLPs
+    geometry_channels: int = 64  # features passed from the geometry MLP to the colour MLP
+    init_inv_s: float = 20.0  # NeuS: initial sharpness s of the logistic density (learned)
+    upsample_inv_s: float = 64.0  # NeuS importance sampling: fixed sharpness, doubled every round
+    rays_per_view: int = 600  # rays drawn per view and step (batch 4 × 2 views × 600 = 4,800: Table 2)
+    num_samples: int = 96  # uniform (stratified) sections per ray
+    num_importance: int = 36  # importance samples per ray, added to the uniform ones
+    upsample_steps: int = 1  # rounds of importance sampling
+    stratified: bool = True  # jitter samples in training (evaluation always uses the regular positions)
+    render_chunk: int = 4096  # rays per chunk when rendering whole views (previews, gs3 render)
+
+
+@dataclass
 class ModelConfig:
     encoder: dict[str, Any] = field(default_factory=lambda: {"type": "SpUNet-v1m1"})  # gs3.encoders config
     head: str = "depth_bin"  # "depth_bin" | "point_offset" (3D encoders only)
@@ -63,6 +87,8 @@ class ModelConfig:
     head_kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the head
     epipolar: dict[str, Any] = field(default_factory=dict)  # keyword arguments of EpipolarTransformer
     background: float = 0.0  # grey level behind the Gaussians when rendering
+    renderer: str = "gaussians"  # "gaussians" (GS³) | "volume" (the NeRF baseline, Ponder; see `volume`)
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
 
 
 @dataclass
@@ -72,6 +98,14 @@ class LossConfig:
     # gs3's addition, not the paper's loss (0 = off): MSE of every view rendered from the *other* views'
     # Gaussians only, weighted per pixel by that render's alpha (see GS3.cross_view_mse and the README)
     cross_view_weight: float = 0.0
+    # model.renderer=volume only (PonderV2's loss terms; depth supervision is off unless its weights are set)
+    color: str = "mse"  # "mse" (as GS³) | "l1" (PonderV2)
+    color_weight: float = 1.0
+    depth_weight: float = 0.0  # L1 of the rendered distance against the sensor's, on rays with valid depth
+    sdf_weight: float = 0.0  # |t + f(t) − sensor distance| for samples within sdf_truncation of the surface
+    free_space_weight: float = 0.0  # relu(sdf_truncation − f) for samples in front of the truncation band
+    eikonal_weight: float = 0.01  # (|∇f| − 1)² at every sample (no depth needed; sdf geometry only)
+    sdf_truncation: float = 0.25  # metres
 
 
 @dataclass
@@ -292,6 +326,7 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     _check(o.epochs >= 1 or o.max_steps > 0, source, "optim.epochs", "must be >= 1 (or set optim.max_steps)")
     _check(o.grad_clip >= 0 and not math.isnan(o.grad_clip), source, "optim.grad_clip", "must be >= 0")
     validate_trainer(t, source)
+    _validate_volume(config, source)
 
 
 def validate_trainer(t: TrainerConfig, source: str = "config") -> None:
@@ -306,3 +341,79 @@ def validate_trainer(t: TrainerConfig, source: str = "config") -> None:
     _check(t.log_every >= 1 and t.image_every >= 1, source, "trainer.log_every/image_every", "must be >= 1")
     _check(t.max_nonfinite_in_row >= 1, source, "trainer.max_nonfinite_in_row", "must be >= 1")
     _check(t.num_nodes >= 1, source, "trainer.num_nodes", "must be >= 1")
+
+
+def _validate_volume(config: PretrainConfig, source: str) -> None:
+    """The renderer choice and, for the volume (NeRF) baseline, its settings and loss terms."""
+    m, v, loss = config.model, config.model.volume, config.loss
+    _check(
+        m.renderer in ("gaussians", "volume"),
+        source,
+        "model.renderer",
+        f"'{m.renderer}' not gaussians|volume",
+    )
+    if m.renderer != "volume":
+        return
+    _check(
+        len(v.grid_shape) == 3 and min(v.grid_shape) >= 2,
+        source,
+        "model.volume.grid_shape",
+        f"{list(v.grid_shape)}: expected three sizes >= 2 (x, y, z)",
+    )
+    _check(v.padding >= 0, source, "model.volume.padding", "must be >= 0")
+    _check(v.frustum_far > m.near, source, "model.volume.frustum_far", f"must exceed model.near={m.near}")
+    _check(v.channels >= 1, source, "model.volume.channels", "must be >= 1")
+    _check(
+        len(v.unet_channels) >= 1 and min(v.unet_channels) >= 1,
+        source,
+        "model.volume.unet_channels",
+        "expected one or more positive widths",
+    )
+    _check(
+        v.geometry in ("sdf", "density"), source, "model.volume.geometry", f"'{v.geometry}' not sdf|density"
+    )
+    _check(v.hidden_channels >= 1, source, "model.volume.hidden_channels", "must be >= 1")
+    _check(v.geometry_channels >= 0, source, "model.volume.geometry_channels", "must be >= 0")
+    _check(
+        v.init_inv_s > 0 and v.upsample_inv_s > 0,
+        source,
+        "model.volume.init_inv_s/upsample_inv_s",
+        "must be > 0",
+    )
+    pixels = config.data.width * config.data.height
+    _check(
+        1 <= v.rays_per_view <= pixels,
+        source,
+        "model.volume.rays_per_view",
+        f"{v.rays_per_view} outside 1..{pixels} (the pixels of one view)",
+    )
+    _check(v.num_samples >= 1, source, "model.volume.num_samples", "must be >= 1")
+    _check(v.num_importance >= 0, source, "model.volume.num_importance", "must be >= 0")
+    _check(
+        v.num_importance == 0 or 1 <= v.upsample_steps <= v.num_importance,
+        source,
+        "model.volume.upsample_steps",
+        f"{v.upsample_steps} outside 1..num_importance={v.num_importance}",
+    )
+    _check(v.render_chunk >= 1, source, "model.volume.render_chunk", "must be >= 1")
+    _check(
+        loss.lpips_weight == 0,
+        source,
+        "loss.lpips_weight",
+        "must be 0 with model.renderer=volume (it renders scattered rays, not images)",
+    )
+    _check(
+        loss.cross_view_weight == 0, source, "loss.cross_view_weight", "must be 0 with model.renderer=volume"
+    )
+    _check(loss.color in ("mse", "l1"), source, "loss.color", f"'{loss.color}' not mse|l1")
+    for key in ("color_weight", "depth_weight", "sdf_weight", "free_space_weight", "eikonal_weight"):
+        _check(getattr(loss, key) >= 0, source, f"loss.{key}", "must be >= 0")
+    _check(loss.sdf_truncation > 0, source, "loss.sdf_truncation", "must be > 0")
+    if v.geometry == "density":
+        for key in ("sdf_weight", "free_space_weight"):  # (the eikonal term is simply not used there)
+            _check(
+                getattr(loss, key) == 0,
+                source,
+                f"loss.{key}",
+                "needs model.volume.geometry=sdf (a density field has no signed distance); set it to 0",
+            )

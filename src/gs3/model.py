@@ -69,6 +69,17 @@ def visible_point_pixels(batch: dict[str, Any]) -> Int[Tensor, " m"]:
     return (sample * v + batch["point_view"][visible]) * (h * w) + batch["point_pixel"][visible]
 
 
+def build_model(config: PretrainConfig) -> nn.Module:
+    """The pre-training model a config asks for: GS3 (`model.renderer: gaussians`) or the NeRF-rendering
+    baseline (`volume`, gs3.ponder.PonderModel). Both take the same batches and keep the encoder at
+    `.encoder`; their outputs share loss, terms, metrics (and color/depth when whole views are rendered)."""
+    if config.model.renderer == "volume":
+        from gs3.ponder import PonderModel
+
+        return PonderModel(config)
+    return GS3(config)
+
+
 def build_head(config: PretrainConfig, in_channels: int, modality: str) -> nn.Module:
     m = config.model
     adapter_kwargs = {k: v for k, v in m.head_kwargs.items() if k in _ADAPTER_KEYS}

@@ -43,12 +43,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 class GS3Module(SteppedModule):
     def __init__(self, config: dict[str, Any] | PretrainConfig) -> None:
         super().__init__()
-        from gs3.model import GS3  # the model joins every part; imported late to keep CLI start-up quick
+        from gs3.model import build_model  # the model joins every part; imported late: quick CLI start-up
 
         config_dict = config if isinstance(config, dict) else config_to_dict(config)
         self.save_hyperparameters({"config": config_dict})
         self.config: PretrainConfig = config_from_dict(config_dict)
-        self.model = GS3(self.config)
+        self.model = build_model(self.config)  # GS3, or the NeRF baseline (model.renderer=volume)
         self.history: list[tuple[int, float, float]] = []  # (step, loss, psnr) of this process's run
         self.start_time = time.monotonic()
 
@@ -95,7 +95,10 @@ class GS3Module(SteppedModule):
     def _log_images(self, output: Any, batch: dict[str, Any]) -> None:
         if self.global_rank != 0 or self.logger is None or not hasattr(self.logger, "experiment"):
             return
-        grid = render_grid(batch["image"][0], output.color[0], output.depth[0], batch["depth"][0])
+        color, depth = output.color, output.depth
+        if color is None:  # a ray-sampled renderer (the NeRF baseline) renders whole views for pictures only
+            color, depth = self.model.preview(output, batch)
+        grid = render_grid(batch["image"][0], color[0], depth[0], batch["depth"][0])
         self.logger.experiment.add_image(
             "train/real|rendered|rendered_depth|sensor_depth", grid, self.global_step, dataformats="HWC"
         )

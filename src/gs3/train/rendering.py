@@ -20,13 +20,14 @@ MODEL_PREFIX = "model."
 
 
 def load_model(checkpoint_path: str | os.PathLike, device: str = "cpu"):
-    """The GS3 model of a checkpoint, in eval mode (LPIPS is not loaded: rendering needs no loss network)."""
-    from gs3.model import GS3
+    """The model of a checkpoint (GS3 or the NeRF baseline), in eval mode (LPIPS is not loaded: rendering
+    needs no loss network)."""
+    from gs3.model import build_model
 
     checkpoint = load_checkpoint(checkpoint_path)
     config = config_from_dict(checkpoint["gs3"]["config"])
     config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, lpips_weight=0.0))
-    model = GS3(config)
+    model = build_model(config)
     state = {
         k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)
     }
@@ -94,10 +95,14 @@ def render_frames(
         _png(_rgb8(colorize_depth(output.depth[0, v], max_depth)), out / f"depth_{frame}_color.png")
     grid = render_grid(batch["image"][0], output.color[0], output.depth[0], sensor)
     _png(_rgb8(grid), out / "grid.png")
-    save_ply(output.gaussians[0], out / "gaussians.ply")
+    if output.gaussians:
+        save_ply(output.gaussians[0], out / "gaussians.ply")
+        written = f"{len(output.gaussians[0])} Gaussians in gaussians.ply"
+    else:
+        written = "no gaussians.ply (a NeRF-baseline checkpoint renders a field, not Gaussians)"
     m = output.metrics
     return (
         f"gs3 render: {len(frames)} views of {scene.name} -> {out}: PSNR {float(m['psnr']):.2f} dB, "
         f"rendered depth AbsRel {float(m['depth_abs_rel']):.3f}, δ<1.25 {float(m['depth_delta1']):.3f}, "
-        f"{len(output.gaussians[0])} Gaussians in gaussians.ply"
+        f"{written}"
     )
