@@ -414,3 +414,29 @@ def test_transformer_handles_sizes_not_divisible_by_downscale() -> None:
         features, K, cam_to_world, torch.tensor([0.5, 0.6]), torch.tensor([[6.0, 5.0], [6.0, 6.0]])
     )
     assert output.shape == features.shape and torch.isfinite(output).all()
+
+
+def test_checkpointing_gives_the_same_output_and_gradients_and_saves_no_key_sized_tensor() -> None:
+    features, K, cam_to_world = transformer_inputs(3)
+    grads, saved = [], []
+    for checkpoint in (False, True):
+        torch.manual_seed(1)
+        model = EpipolarTransformer(channels=16, num_layers=2, num_heads=4, num_samples=8, downscale=2)
+        model.checkpoint = checkpoint
+        x = features.clone().requires_grad_(True)
+        sizes: list[int] = []
+
+        def keep(tensor: torch.Tensor, sizes: list[int] = sizes) -> torch.Tensor:
+            sizes.append(tensor.numel())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            output = model(x, K, cam_to_world, 0.5, 6.0)
+        (output * torch.linspace(-1, 1, output.numel()).reshape(output.shape)).sum().backward()
+        grads.append([x.grad, *(p.grad for p in model.parameters())])
+        saved.append(sizes)
+    for plain, recomputed in zip(*grads):
+        torch.testing.assert_close(recomputed, plain, rtol=1e-5, atol=1e-6)
+    key_sized = 2 * 3 * (12 * 16) * 2 * 8 * 16  # B·V·(h·w)·(V − 1)·S·C at downscale 2
+    assert max(saved[0]) >= key_sized  # without checkpointing the keys are kept for the backward ...
+    assert max(saved[1]) < key_sized  # ... with it, nothing that large is

@@ -33,8 +33,7 @@ from torch import Tensor, nn
 from gs3.cameras import Cameras
 from gs3.config import PretrainConfig
 from gs3.encoders import build_encoder
-from gs3.encoders.inputs import point_input
-from gs3.encoders.resnet import IMAGENET_MEAN
+from gs3.encoders.inputs import masked_images, point_input
 from gs3.epipolar import EpipolarTransformer
 from gs3.errors import ConfigError
 from gs3.gaussians.adapter import GaussianAdapter
@@ -136,11 +135,7 @@ class GS3(nn.Module):
     def image_features(self, batch: dict[str, Any]) -> Tensor:
         image = batch["image"]
         b, v, h, w, _ = image.shape
-        mean = getattr(self.encoder, "pixel_mean", None)
-        mean = torch.as_tensor(
-            IMAGENET_MEAN if mean is None else mean.flatten(), dtype=image.dtype, device=image.device
-        )
-        masked = torch.where(batch["pixel_visible"][..., None], image, mean)
+        masked = masked_images(self.encoder, image, batch["pixel_visible"])
         return self.encoder(masked.reshape(b * v, h, w, 3)).reshape(b, v, -1, h, w)
 
     # --- the whole model ----------------------------------------------------------------------------------

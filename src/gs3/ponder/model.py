@@ -38,8 +38,7 @@ from torch import Tensor, nn
 
 from gs3.config import PretrainConfig
 from gs3.encoders import build_encoder
-from gs3.encoders.resnet import IMAGENET_MEAN
-from gs3.errors import ConfigError
+from gs3.encoders.inputs import masked_images, point_input
 from gs3.gaussians.heads import sample_index
 from gs3.losses import depth_metrics, psnr
 from gs3.ponder.field import NeuralField
@@ -129,10 +128,7 @@ class PonderModel(nn.Module):
         sample = sample_index(batch["offset"], batch["coord"].shape[0])[visible]
         coord, color = batch["coord"][visible], batch["color"][visible]
         offset = torch.cumsum(torch.bincount(sample, minlength=batch_size), dim=0)
-        in_channels = getattr(self.encoder, "in_channels", 3)
-        if in_channels not in (3, 6):
-            raise ConfigError(f"model.encoder.in_channels={in_channels}: gs3 feeds RGB (3) or RGB+xyz (6)")
-        feat = color if in_channels == 3 else torch.cat([color, coord], dim=-1)
+        feat = point_input(getattr(self.encoder, "in_channels", 3), coord, color)
         features = self.encoder(coord, feat, offset)
         box = points_box(coord, sample, batch_size, tuple(v.grid_shape), v.padding)
         return pool_points(features, coord, sample, box), box
@@ -141,11 +137,7 @@ class PonderModel(nn.Module):
         m, v = self.config.model, self.config.model.volume
         image = batch["image"]
         b, views, h, w, _ = image.shape
-        mean = getattr(self.encoder, "pixel_mean", None)
-        mean = torch.as_tensor(
-            IMAGENET_MEAN if mean is None else mean.flatten(), dtype=image.dtype, device=image.device
-        )
-        masked = torch.where(batch["pixel_visible"][..., None], image, mean)
+        masked = masked_images(self.encoder, image, batch["pixel_visible"])
         features = self.encoder(masked.reshape(b * views, h, w, 3))
         features = features.reshape(b, views, *features.shape[1:])
         K, cam_to_world = batch["K"], batch["cam_to_world"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,6 @@ from torch.utils.data import DataLoader
 
 from gs3.config import DataConfig, PretrainConfig
 from gs3.errors import DataError
-from gs3.files import make_temporary_dir
 from gs3.train.sampling import EpochIndexed, ResumableSampler
 
 
@@ -42,34 +39,19 @@ def synthetic_root(config: PretrainConfig) -> Path:
 
 
 def prepare_synthetic(config: PretrainConfig) -> Path:
-    """Generate the synthetic scenes once: into a temporary folder renamed into place when complete, so
-    an interrupted generation is never mistaken for a dataset; an existing folder is reused."""
-    from gs3.data.synthetic import write_dataset
+    """Generate the synthetic scenes once (gs3.data.synthetic.write_dataset_once); then reuse them."""
+    from gs3.data.synthetic import write_dataset_once
 
-    root = synthetic_root(config)
-    if (root / "scenes.txt").is_file():
-        return root
     d = config.data
-    tmp = make_temporary_dir(root.parent, prefix=f".{root.name}.")  # the umask's permissions, not 0700
-    try:
-        print(f"gs3: generating {d.synthetic_scenes} synthetic scenes into {root} (once)", flush=True)
-        write_dataset(
-            tmp,
-            d.synthetic_scenes,
-            d.synthetic_frames,
-            seed=config.trainer.seed,
-            width=d.width,
-            height=d.height,
-            point_density=None,
-        )
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process finished first
-            if not (root / "scenes.txt").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return write_dataset_once(
+        synthetic_root(config),
+        d.synthetic_scenes,
+        num_frames=d.synthetic_frames,
+        seed=config.trainer.seed,
+        width=d.width,
+        height=d.height,
+        point_density=None,
+    )
 
 
 def scene_paths(config: PretrainConfig, split: str) -> list[Path]:

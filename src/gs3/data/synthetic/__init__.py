@@ -49,7 +49,14 @@ and nothing from `gs3.data`, so the generator loads without torch.
 from __future__ import annotations
 
 from .cameras import CameraPath, kinect_intrinsics, look_rotation
-from .files import GENERATOR_VERSION, write_dataset, write_frame, write_point_cloud, write_scene
+from .files import (
+    GENERATOR_VERSION,
+    write_dataset,
+    write_dataset_once,
+    write_frame,
+    write_point_cloud,
+    write_scene,
+)
 from .furniture import Part
 from .labels import CLASS_IDS, CLASS_NAMES, SCANNET20_NYU40_IDS, scannet20_index
 from .layout import generate_room
@@ -90,6 +97,7 @@ __all__ = [
     "surface_albedo",
     "surface_color",
     "write_dataset",
+    "write_dataset_once",
     "write_frame",
     "write_point_cloud",
     "write_scene",

@@ -6,13 +6,15 @@ small files, and a generation cut short by a power loss is simply run again."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from gs3.files import atomic_write, atomic_write_text
+from gs3.files import atomic_write, atomic_write_text, make_temporary_dir
 
 from .labels import CLASS_NAMES, SCANNET20_NYU40_IDS, scannet20_index
 from .points import DEFAULT_POINT_DENSITY, PointCloud
@@ -141,3 +143,24 @@ def write_dataset(
             progress(folders[-1])
     _save_text("".join(f"{folder.name}\n" for folder in folders), out / "scenes.txt")
     return folders
+
+
+def write_dataset_once(root: Path, num_scenes: int, what: str = "synthetic scenes", **kwargs: object) -> Path:
+    """`write_dataset` into `root` unless a complete one is there. It is written into a temporary sibling
+    folder renamed into place when complete, so an interrupted generation is never taken for a dataset,
+    and two processes generating at once end with one complete copy."""
+    root = Path(root)
+    if (root / "scenes.txt").is_file():
+        return root
+    temporary = make_temporary_dir(root.parent, prefix=f".{root.name}.")  # the umask's permissions
+    try:
+        print(f"gs3: generating {num_scenes} {what} into {root} (once)", flush=True)
+        write_dataset(temporary, num_scenes, **kwargs)  # type: ignore[arg-type]
+        try:
+            os.replace(temporary, root)
+        except OSError:  # another process finished first
+            if not (root / "scenes.txt").is_file():
+                raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return root

@@ -8,9 +8,6 @@ last ``synthetic_val_scenes``. A user may point ``root`` at rooms written by `gs
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -39,37 +36,23 @@ def synthetic_root(config: DownstreamDataConfig) -> Path:
 
 
 def prepare_synthetic(config: DownstreamDataConfig) -> Path:
-    """Generate the rooms once (into a temporary folder renamed into place when complete), then reuse them."""
-    from gs3.data.synthetic import write_dataset
+    """Generate the rooms once (gs3.data.synthetic.write_dataset_once), then reuse them."""
+    from gs3.data.synthetic import write_dataset_once
 
     root = synthetic_root(config)
-    if config.root or (root / "scenes.txt").is_file():
+    if config.root:
         return root
     width, height = config.image_size if len(config.image_size) == 2 else (320, 240)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        print(
-            f"gs3: generating {config.synthetic_scenes} labelled synthetic rooms into {root} (once)",
-            flush=True,
-        )
-        write_dataset(
-            temporary,
-            config.synthetic_scenes,
-            config.synthetic_frames,
-            seed=config.synthetic_seed,
-            width=width,
-            height=height,
-            point_density=config.synthetic_point_density,
-        )
-        try:
-            os.replace(temporary, root)
-        except OSError:  # another process finished first
-            if not (root / "scenes.txt").is_file():
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return root
+    return write_dataset_once(
+        root,
+        config.synthetic_scenes,
+        what="labelled synthetic rooms",
+        num_frames=config.synthetic_frames,
+        seed=config.synthetic_seed,
+        width=width,
+        height=height,
+        point_density=config.synthetic_point_density,
+    )
 
 
 def synthetic_split(root: Path, split: str, val_scenes: int) -> list[str]:
