@@ -20,10 +20,8 @@ double-backward graph for its eikonal / NeuS terms, and those a custom backward 
 torch rasterizer's composited pairs); transient = peak − that (gradients and the temporaries of whichever
 phase peaks). `--breakdown` also prints the autograd-saved bytes per part of the model
 (torch.autograd.graph.saved_tensors_hooks; a custom Function's own attributes are not seen there) and
-adds three GS³ rows: without the LPIPS term; with the epipolar transformer's activation checkpointing
-(`model.epipolar.checkpoint=true`); with the torch rasterizer keeping no composited pairs for backward
-(keep_limit 0: it recomputes them; a CPU-reference cost that gsplat on CUDA does not have); and a NeRF
-row at ¼ of Table 2's rays with the textbook trilinear lookup (autograd over the 8 gathered corners).
+adds two GS³ rows: without the LPIPS term; with the epipolar transformer's activation checkpointing
+(`model.epipolar.checkpoint=true`); and a NeRF row at ¼ of Table 2's rays with the textbook trilinear lookup (autograd over the 8 gathered corners).
 
 Rows (Table 2: GS³ renders whole 320×240 images, batch 4 × 2 views; the NeRF 4,800 rays per batch):
 1. both methods for every encoder at Table 2's settings;
@@ -96,13 +94,6 @@ def measure_one(spec: dict) -> dict:
     device = torch.device(spec["device"])
     batch = collate([dataset[i % len(dataset)] for i in range(spec["batch"])])
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    if spec.get("keep_limit") is not None:  # diagnostic: the torch rasterizer replays, keeps no pairs
-        import functools
-
-        import gs3.render
-
-        keep = spec["keep_limit"]
-        gs3.render.rasterize_torch = functools.partial(gs3.render.rasterize_torch, keep_limit=keep)
     if spec.get("naive_lookup"):  # diagnostic: the textbook lookup (8 gathered corners kept for backward)
         import gs3.ponder.model
 
@@ -293,7 +284,7 @@ def main() -> None:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="autograd-saved bytes per model part; GS³ rows without LPIPS, pair cache, with checkpointing",
+        help="autograd-saved bytes per model part; GS³ rows without LPIPS and with checkpointing",
     )
     parser.add_argument("--table2-only", action="store_true", help="only the Table 2 rows (no trends)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -375,7 +366,6 @@ def main() -> None:
         for name, change in (
             (f"GS³ {encoder}, LPIPS off", {"lpips": False}),
             (f"GS³ {encoder}, epipolar ckpt", {"overrides": ["model.epipolar.checkpoint=true"]}),
-            (f"GS³ {encoder}, no pair cache", {"keep_limit": 0}),
         ):
             rows[name] = run({**spec_for("gs3", encoder, args, batch), **change}, args.timeout)
             print_row(name, rows[name], args.breakdown)
