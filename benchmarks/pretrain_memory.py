@@ -21,7 +21,8 @@ torch rasterizer's composited pairs); transient = peak − that (gradients and t
 phase peaks). `--breakdown` also prints the autograd-saved bytes per part of the model
 (torch.autograd.graph.saved_tensors_hooks; a custom Function's own attributes are not seen there) and
 adds two GS³ rows: without the LPIPS term; with the epipolar transformer's activation checkpointing
-(`model.epipolar.checkpoint=true`); and a NeRF row at ¼ of Table 2's rays with the textbook trilinear lookup (autograd over the 8 gathered corners).
+(`model.epipolar.checkpoint=true`); and a NeRF row at ¼ of Table 2's rays with the textbook trilinear
+lookup (autograd over the 8 gathered corners).
 
 Rows (Table 2: GS³ renders whole 320×240 images, batch 4 × 2 views; the NeRF 4,800 rays per batch):
 1. both methods for every encoder at Table 2's settings;
