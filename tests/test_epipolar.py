@@ -416,7 +416,7 @@ def test_transformer_handles_sizes_not_divisible_by_downscale() -> None:
     assert output.shape == features.shape and torch.isfinite(output).all()
 
 
-def test_checkpointing_gives_the_same_output_and_gradients_and_saves_no_key_sized_tensor() -> None:
+def test_checkpointing_gives_the_same_output_and_gradients_and_keeps_one_key_sized_tensor() -> None:
     features, K, cam_to_world = transformer_inputs(3)
     grads, saved = [], []
     for checkpoint in (False, True):
@@ -424,10 +424,10 @@ def test_checkpointing_gives_the_same_output_and_gradients_and_saves_no_key_size
         model = EpipolarTransformer(channels=16, num_layers=2, num_heads=4, num_samples=8, downscale=2)
         model.checkpoint = checkpoint
         x = features.clone().requires_grad_(True)
-        sizes: list[int] = []
+        sizes: list[tuple[int, int]] = []
 
-        def keep(tensor: torch.Tensor, sizes: list[int] = sizes) -> torch.Tensor:
-            sizes.append(tensor.numel())
+        def keep(tensor: torch.Tensor, sizes: list[tuple[int, int]] = sizes) -> torch.Tensor:
+            sizes.append((tensor.numel(), tensor.untyped_storage().data_ptr()))
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
@@ -438,5 +438,8 @@ def test_checkpointing_gives_the_same_output_and_gradients_and_saves_no_key_size
     for plain, recomputed in zip(*grads):
         torch.testing.assert_close(recomputed, plain, rtol=1e-5, atol=1e-6)
     key_sized = 2 * 3 * (12 * 16) * 2 * 8 * 16  # B·V·(h·w)·(V − 1)·S·C at downscale 2
-    assert max(saved[0]) >= key_sized  # without checkpointing the keys are kept for the backward ...
-    assert max(saved[1]) < key_sized  # ... with it, nothing that large is
+    kept = [{storage for numel, storage in sizes if numel >= key_sized} for sizes in saved]
+    # Without checkpointing sampled features, depth encodings, keys and projections are kept for the
+    # backward pass; with it only the normalised keys (the blocks' shared input).
+    assert len(kept[0]) >= 4
+    assert len(kept[1]) == 1

@@ -107,9 +107,11 @@ class EpipolarTransformer(nn.Module):
     """features (B, V, C, H, W), K at H × W, cam_to_world, near/far → features (B, V, C, H, W).
 
     near/far: camera-z depths bounding each ray (float, or a (B,) / (B, V) tensor). Needs V ≥ 2.
-    `checkpoint=True` keeps none of the key-sized tensors (sampled features, depth encodings, key/value
-    projections: B·V·(h·w)·(V − 1)·S·C each, most of the transformer's memory) for the backward pass
-    and recomputes them there, at the cost of a second forward of the transformer.
+    Key-sized tensors (B·V·(h·w)·(V − 1)·S·C each: sampled features, depth encodings, key/value
+    projections) are most of the transformer's memory. `checkpoint=True` keeps one of them for the backward
+    pass, the normalised keys, and recomputes the others there: each block's on its own, then the sampling
+    and depth encoding (recomputing all at once would hold them all together: a higher peak). It costs a
+    second forward of the transformer.
     """
 
     def __init__(
@@ -161,26 +163,33 @@ class EpipolarTransformer(nn.Module):
         )
         K_small = scale_intrinsics(K, small_w / width, small_h / height)
 
-        if self.checkpoint and torch.is_grad_enabled():
-            x = torch.utils.checkpoint.checkpoint(
-                self._attend, small, K_small, cam_to_world, near, far, use_reentrant=False
+        checkpoint = self.checkpoint and torch.is_grad_enabled()
+        if checkpoint:
+            keys, valid = torch.utils.checkpoint.checkpoint(
+                self._keys, small, K_small, cam_to_world, near, far, use_reentrant=False
             )
         else:
-            x = self._attend(small, K_small, cam_to_world, near, far)
+            keys, valid = self._keys(small, K_small, cam_to_world, near, far)
+        x = rearrange(small, "b v c h w -> (b v h w) c")
+        for block in self.blocks:
+            if checkpoint:
+                x = torch.utils.checkpoint.checkpoint(block, x, keys, valid, use_reentrant=False)
+            else:
+                x = block(x, keys, valid)
         update = self.proj_out(self.norm_out(x))
         update = rearrange(update, "(bv h w) c -> bv c h w", h=small_h, w=small_w)
         update = F.interpolate(update, size=(height, width), mode="bilinear", align_corners=False)
         return features + update.reshape(batch, views, channels, height, width)
 
-    def _attend(
+    def _keys(
         self,
         small: Float[Tensor, "b v c h w"],
         K_small: Float[Tensor, "b v 3 3"],
         cam_to_world: Float[Tensor, "b v 4 4"],
         near: float | Tensor,
         far: float | Tensor,
-    ) -> Float[Tensor, "n c"]:
-        """Sampling, depth encoding and the attention blocks: every key-sized tensor lives in here."""
+    ) -> tuple[Float[Tensor, "n l c"], Bool[Tensor, "n l"]]:
+        """Each pixel's keys: the samples of all other views with their depth encoding, normalised."""
         batch, views = small.shape[:2]
         samples = sample_epipolar(small, K_small, cam_to_world, near, far, self.num_samples)
         near_bv = _near_far(near, batch, views, samples.depths)[:, :, None, None, None]
@@ -188,10 +197,6 @@ class EpipolarTransformer(nn.Module):
         keys = samples.features + self.depth_encoding(
             samples.depths, near_bv.expand_as(samples.depths), far_bv.expand_as(samples.depths)
         )
-        # Each pixel's keys: the samples of all other views, as one set of (V − 1)·S tokens.
+        # One set of (V − 1)·S tokens per pixel.
         keys = self.norm_keys(rearrange(keys, "b v ov r s c -> (b v r) (ov s) c"))
-        valid = rearrange(samples.valid, "b v ov r s -> (b v r) (ov s)")
-        x = rearrange(small, "b v c h w -> (b v h w) c")
-        for block in self.blocks:
-            x = block(x, keys, valid)
-        return x
+        return keys, rearrange(samples.valid, "b v ov r s -> (b v r) (ov s)")
