@@ -450,6 +450,16 @@ def test_real_mesh_dataset():
         build_downstream_dataset(dataclasses.replace(config, val_split=["scene0000_00"]), "val", 0)
 
 
+@needs_mesh
+def test_scenes_of_a_split_missing_under_the_root_are_reported(capsys):
+    config = DownstreamDataConfig(
+        source="scannet_mesh", root=str(MESH_ROOT), val_split=["scene0470_00", "scene0000_00"]
+    )
+    assert len(build_downstream_dataset(config, "val", 0)) == 1
+    out = capsys.readouterr().out
+    assert "data.val_split: 1 of 2 scenes not under" in out and "scene0000_00" in out
+
+
 @needs_frames
 def test_real_frames_datasets_split_by_frames():
     config = DownstreamDataConfig(

@@ -105,3 +105,13 @@ def test_a_list_file_named_all_is_reachable_as_a_path(root, monkeypatch):
     (root / "all").write_text("kitchen\n# a comment\nlab\n")
     assert [p.name for p in list_scenes(root, "./all")] == ["kitchen", "lab.sens"]
     assert len(list_scenes(root, "all")) == 4
+
+
+def test_scenes_of_a_split_missing_under_the_root_are_reported_in_one_line(root, capsys):
+    (root / "mine.txt").write_text("kitchen\nlab\nscene0999_00\nscene0998_00\n")
+    train = scene_paths(config(root, f"data.train_split={root / 'mine.txt'}"), "train")
+    assert [p.name for p in train] == ["kitchen", "lab.sens"]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "2 of 4 scenes not under" in lines[0] and "scene0999_00" in lines[0]
+    scene_paths(config(root, "data.train_split=all"), "train")
+    assert capsys.readouterr().out == ""

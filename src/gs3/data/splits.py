@@ -103,6 +103,15 @@ def list_scenes(root: str | Path, split: str | Path | None = None) -> list[Path]
     return [scenes[name] for name in sorted(scenes)]
 
 
+def report_missing_scenes(key: str, root: str | Path, missing: list[str], total: int) -> None:
+    """One line when some of a split's scenes are absent: a run on a partial download should say so."""
+    if missing:
+        print(
+            f"gs3: {key}: {len(missing)} of {total} scenes not under {root}, left out (e.g. {missing[0]})",
+            flush=True,
+        )
+
+
 def missing_scenes(root: str | Path, split: str | Path) -> list[str]:
     """Names of a split's scenes not found under ``root`` (none for 'all')."""
     if is_all_scenes(split):

@@ -56,7 +56,7 @@ def prepare_synthetic(config: PretrainConfig) -> Path:
 
 def scene_paths(config: PretrainConfig, split: str) -> list[Path]:
     """The scenes of data.train_split / data.val_split under data.root ('all': every scene there)."""
-    from gs3.data.splits import is_all_scenes, list_scenes
+    from gs3.data.splits import is_all_scenes, list_scenes, missing_scenes, report_missing_scenes
 
     data = config.data
     if data.source == "synthetic":
@@ -76,6 +76,8 @@ def scene_paths(config: PretrainConfig, split: str) -> list[Path]:
         )
     if not scenes:
         raise DataError(f"data.root {data.root}: none of the scenes of {key}={value} found there")
+    missing = missing_scenes(Path(data.root).expanduser(), value)
+    report_missing_scenes(f"{key}={value}", data.root, missing, len(scenes) + len(missing))
     return scenes
 
 

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from gs3.data.dataset import sample_rng, single_threaded
 from gs3.data.scene import Scene
-from gs3.data.splits import SPLITS, open_scene, scene_path_in, split_scene_names
+from gs3.data.splits import SPLITS, open_scene, report_missing_scenes, scene_path_in, split_scene_names
 from gs3.data.validation import InvalidFrameError
 from gs3.downstream.data.classes import IGNORE_INDEX, ClassSet, class_set
 from gs3.downstream.data.collate import PointCollate, collate_images
@@ -246,6 +246,7 @@ def _scenes(config: DownstreamDataConfig, split: str, seed: int) -> tuple[list[t
         found, missing = _found(root, _scene_names(spec, key), scene_path_in)
     if not found:
         raise DataError(f"{root}: no scene of data.{key} {spec!r} found ({config.source} layout)")
+    report_missing_scenes(f"data.{key}", root, missing, len(found) + len(missing))
     if split == "train" and config.limited_scenes is not None:
         kept = set(limit_scenes([name for name, _ in found], config.limited_scenes, seed))
         found = [(name, path) for name, path in found if name in kept]
