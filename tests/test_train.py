@@ -497,3 +497,22 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_do(tmp_path, capsys):
     assert again.steps == 2 and again.steps_this_run == 0
     assert again.checkpoint == tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert "nothing to do" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_skipped_samples_are_logged_as_running_totals_by_reason():
+    from types import SimpleNamespace
+
+    from gs3.train.steps import SteppedModule
+
+    module = SteppedModule()
+    module.config = SimpleNamespace(trainer=SimpleNamespace(seed=0))
+    written: list[dict[str, float]] = []
+    module._write_scalars = written.append
+    module.begin_step({"skipped": {"invalid pose": 2}}, 0)
+    module.begin_step({"skipped": {}}, 1)
+    module.begin_step({"skipped": {"invalid pose": 1, "low overlap": 3}}, 2)
+    assert written == [
+        {"data/skipped/invalid pose": 2.0},
+        {"data/skipped/invalid pose": 3.0, "data/skipped/low overlap": 3.0},
+    ]
+    assert module.skipped_data == {"invalid pose": 3, "low overlap": 3}

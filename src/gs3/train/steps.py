@@ -49,7 +49,12 @@ class SteppedModule(L.LightningModule):
 
     def begin_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.batches_done = batch_idx + 1  # one long epoch (gs3.train.sampling): batch_idx counts the run
-        self.skipped_data.update(batch.get("skipped", {}))
+        skipped = batch.get("skipped", {})
+        if skipped:  # running totals by reason (this rank's), beside the run's non-finite steps
+            self.skipped_data.update(skipped)
+            self._write_scalars(
+                {f"data/skipped/{reason}": float(n) for reason, n in self.skipped_data.items()}
+            )
         seed = mix_seed(self.config.trainer.seed, self.global_step, batch_idx, self.global_rank)
         torch.manual_seed(seed)  # model-side randomness (e.g. dropout) is a function of (seed, step, rank)
 
