@@ -15,10 +15,11 @@ Each run is a `gs3 pretrain` / `gs3 finetune` subprocess (own memory, own thread
 each with cores/jobs threads) with its log in its folder. The command is resumable: a finished run leaves
 `done.json` and is not run again; an interrupted one continues from its last checkpoint (--resume auto).
 
-The report (OUT/transfer.md, OUT/transfer.png, OUT/results.json): per arm, the pre-training's time, final
-PSNR and rendered-depth AbsRel; per setting and mode, mIoU and mAcc as mean ± std over seeds and the paired
-difference to scratch (mean ± std of per-seed differences: same seed = same head, scenes and augmentation);
-the curve of mIoU against pre-training steps; a plot of mIoU against the labelled rooms, one line per arm.
+The report (OUT/<protocol name>.md, .png and .json; protocols can share OUT and the runs they have in
+common): per arm, the pre-training's time, final PSNR and rendered-depth AbsRel; per setting and mode, mIoU
+and mAcc as mean ± std over seeds and the paired difference to scratch (mean ± std of per-seed differences:
+same seed = same head, scenes and augmentation); the curve of mIoU against pre-training steps; a plot of mIoU
+against the labelled rooms, one line per arm.
 """
 
 from __future__ import annotations
@@ -379,11 +380,12 @@ def write_report(protocol: dict[str, Any], runs: list[Run], out: Path, command: 
                     f"| {r['arm']} | {r['mode']} | {r['pretrain_steps']} | {fmt(r['miou'])} | "
                     f"{fmt(r['miou_vs_scratch'], signed=True)} |"
                 )
-    (out / "transfer.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"pretrain": pretrain, **summary}, indent=1))
-    plot(protocol, final, out / "transfer.png")
+    stem = out / protocol["name"]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps({"pretrain": pretrain, **summary}, indent=1))
+    plot(protocol, final, stem.with_suffix(".png"))
     print("\n".join(lines))
-    print(f"\ntransfer: wrote {out / 'transfer.md'}, {out / 'transfer.png'}, {out / 'results.json'}")
+    print(f"\ntransfer: wrote {stem}.md, .png and .json")
 
 
 def _final_steps(protocol: dict[str, Any]) -> int:

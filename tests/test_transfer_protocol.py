@@ -27,9 +27,9 @@ def transfer():
         sys.modules.pop("transfer_benchmark", None)
 
 
-@pytest.fixture(scope="module")
-def protocol(transfer):
-    return transfer.load_protocol(BENCHMARKS / "transfer_cpu.yaml", quick=False)
+@pytest.fixture(scope="module", params=["transfer_cpu.yaml", "transfer_ablations_cpu.yaml"])
+def protocol(transfer, request):
+    return transfer.load_protocol(BENCHMARKS / request.param, quick=False)
 
 
 def _option(command: list[str], flag: str) -> str | None:
@@ -102,7 +102,8 @@ def test_every_planned_command_loads_its_config(transfer, protocol, tmp_path):
             assert config.optim.max_steps == transfer._final_steps(protocol)
 
 
-def test_summary_pairs_each_seed_with_the_same_seed_of_scratch(transfer, protocol, tmp_path):
+def test_summary_pairs_each_seed_with_the_same_seed_of_scratch(transfer, tmp_path):
+    protocol = transfer.load_protocol(BENCHMARKS / "transfer_cpu.yaml", quick=False)
     runs = [
         run
         for run in transfer.plan(protocol, tmp_path)
@@ -126,3 +127,14 @@ def test_summary_pairs_each_seed_with_the_same_seed_of_scratch(transfer, protoco
     assert rows["gs3_depth_bin"]["miou"][0] == pytest.approx(100 * (0.35 + 0.51 + 0.37) / 3)
     assert rows["scratch"]["miou_vs_scratch"] == (0.0, 0.0)
     assert rows["gs3_depth_bin"]["seeds"] == [0, 1, 2]
+
+
+def test_the_ablations_reuse_the_main_protocols_runs(transfer, tmp_path):
+    main = transfer.plan(transfer.load_protocol(BENCHMARKS / "transfer_cpu.yaml", quick=False), tmp_path)
+    ablations = transfer.plan(
+        transfer.load_protocol(BENCHMARKS / "transfer_ablations_cpu.yaml", quick=False), tmp_path
+    )
+    commands = {run.key: run.command for run in main}
+    shared = [run for run in ablations if run.key in commands]
+    assert {run.info["arm"] for run in shared} == {"scratch", "gs3_point_offset"}
+    assert all(run.command == commands[run.key] for run in shared)  # the same run, so done.json counts
