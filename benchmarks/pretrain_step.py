@@ -12,8 +12,8 @@ A step = forward (encoder → epipolar transformer → head → rasterize every 
 Data: with --scene, a real pair (frames --frames of an exported scene, default
 ../shared/data/scannet_format/redkitchen_a frames 0 and 5) built with gs3.data (seeded 50 % mask, no
 rotation), the same pair repeated for batches > 1; without it, synthetic rooms at the config's resolution
-(generated once into --cache). The rasterizer backend is chosen by replacing `gs3.model.rasterize` with
-`rasterize(..., backend=B)` (gs3 has no config key for it; "auto" is numba on the CPU, gsplat on CUDA).
+(generated once into --cache). Each backend's model has `model.rasterizer=B` ("auto" is numba on the CPU,
+gsplat on CUDA); `gs3.model.rasterize` is wrapped to time it.
 Each (config, batch, device) runs in a fresh subprocess; in it every backend has its own model and
 optimizer (same initial weights) and their steps alternate, so that a load change on a shared machine hits
 all backends alike ("vs torch" is an in-process ratio). Peak memory is that of one step per backend: on
@@ -32,6 +32,7 @@ stamped by identity autograd nodes around each call), the rest of the backward, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -109,8 +110,8 @@ def stamp_function(clock: Clock):
     return Stamp
 
 
-def instrument(current: dict[str, str], clock: Clock, profile: bool) -> None:
-    """gs3.model.rasterize → rasterize(..., backend=current["backend"]), timed and stamped when profiling."""
+def instrument(clock: Clock, profile: bool) -> None:
+    """gs3.model.rasterize, timed and stamped when profiling."""
     import gs3.model
     from gs3.gaussians import Gaussians
     from gs3.model import GS3
@@ -119,8 +120,7 @@ def instrument(current: dict[str, str], clock: Clock, profile: bool) -> None:
     fields = ("means", "scales", "quats", "opacities", "sh")
     stamp = stamp_function(clock)
 
-    def timed_rasterize(gaussians, cameras, background=None, backend_=None):
-        backend = current["backend"]
+    def timed_rasterize(gaussians, cameras, background=None, backend="auto"):
         if not profile:
             return rasterize(gaussians, cameras, background, backend=backend)
         start = time.perf_counter()
@@ -193,13 +193,13 @@ def measure_one(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     backends = args.backend.split(",")
-    current = {"backend": backends[0]}
     clock = Clock()
-    instrument(current, clock, args.profile)
+    instrument(clock, args.profile)
     models, optimizers = {}, {}
     for backend in backends:
         torch.manual_seed(0)
-        models[backend] = GS3(config).to(device).train()
+        model_config = dataclasses.replace(config.model, rasterizer=backend)
+        models[backend] = GS3(dataclasses.replace(config, model=model_config)).to(device).train()
         optimizers[backend] = torch.optim.AdamW(models[backend].parameters(), lr=1e-4, weight_decay=0.05)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -213,7 +213,6 @@ def measure_one(args: argparse.Namespace) -> dict:
         return time.perf_counter()
 
     def step(backend: str) -> dict[str, float]:
-        current["backend"] = backend
         model, optimizer = models[backend], optimizers[backend]
         clock.parts.clear()
         clock.backward_start.clear()

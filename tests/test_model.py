@@ -234,3 +234,33 @@ def test_cross_view_weight_adds_the_term_to_the_loss(scenes):
     torch.testing.assert_close(output.loss, mse + 0.5 * cross)
     cross.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())
+
+
+def test_rasterizer_key_chooses_the_backend_and_backends_agree(scenes, monkeypatch):
+    import gs3.model
+    from gs3.errors import ConfigError
+    from gs3.render import BACKENDS
+
+    used: list[str] = []
+    original = gs3.model.rasterize
+
+    def spy(*args, backend: str = "auto", **kwargs):
+        used.append(backend)
+        return original(*args, backend=backend, **kwargs)
+
+    monkeypatch.setattr(gs3.model, "rasterize", spy)
+    renders = {}
+    for backend in ("torch", "numba"):
+        config = tiny_config("spunet", scenes, [f"model.rasterizer={backend}", "loss.cross_view_weight=0.5"])
+        batch = tiny_batch(config)
+        torch.manual_seed(0)
+        model = GS3(config).eval()
+        used.clear()
+        with torch.no_grad():
+            renders[backend] = model(batch).color
+        assert used and set(used) == {backend}  # the main render and the cross-view renders
+    torch.testing.assert_close(renders["numba"], renders["torch"], rtol=1e-4, atol=1e-5)
+    for backend in BACKENDS:  # config accepts exactly the renderer's backends
+        tiny_config("spunet", scenes, [f"model.rasterizer={backend}"])
+    with pytest.raises(ConfigError, match=r"model\.rasterizer"):
+        tiny_config("spunet", scenes, ["model.rasterizer=cuda"])

@@ -88,6 +88,9 @@ class ModelConfig:
     epipolar: dict[str, Any] = field(default_factory=dict)  # keyword arguments of EpipolarTransformer
     background: float = 0.0  # grey level behind the Gaussians when rendering
     renderer: str = "gaussians"  # "gaussians" (GS³) | "volume" (the NeRF baseline, Ponder; see `volume`)
+    # gs3.render backend: "auto" (gsplat on CUDA, numba on the CPU) | "numba" | "gsplat" | "torch" (the
+    # reference: slow, for checking a result)
+    rasterizer: str = "auto"
     volume: VolumeConfig = field(default_factory=VolumeConfig)
 
 
@@ -316,6 +319,8 @@ def validate(config: PretrainConfig, source: str = "config") -> None:
     )
     _check(m.gaussians_per_pixel >= 1, source, "model.gaussians_per_pixel", "must be >= 1")
     _check(0 <= m.sh_degree <= 3, source, "model.sh_degree", f"{m.sh_degree} outside 0..3")
+    backends = ("auto", "numba", "gsplat", "torch")  # gs3.render.BACKENDS (config imports no torch code)
+    _check(m.rasterizer in backends, source, "model.rasterizer", f"'{m.rasterizer}' not {'|'.join(backends)}")
     _check(0 < m.near < m.far, source, "model.near/far", f"need 0 < near < far, got {m.near}, {m.far}")
     _check(m.num_depth_bins >= m.gaussians_per_pixel, source, "model.num_depth_bins", "must be >= k")
     _check(config.loss.lpips_weight >= 0, source, "loss.lpips_weight", "must be >= 0")

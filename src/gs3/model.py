@@ -196,7 +196,12 @@ class GS3(nn.Module):
                 cameras = Cameras(batch["K"][index].float(), batch["cam_to_world"][index].float(), w, h)
                 for view in range(v):
                     others = sample_gaussians[source != view].to(torch.float32)
-                    out = rasterize(others, cameras[view : view + 1], self.background.float())
+                    out = rasterize(
+                        others,
+                        cameras[view : view + 1],
+                        self.background.float(),
+                        backend=self.config.model.rasterizer,
+                    )
                     error = (out.color - image[index, view : view + 1].float()).square()
                     total = total + (out.alpha.detach() * error).mean()
         return total / (b * v)
@@ -211,7 +216,12 @@ class GS3(nn.Module):
         with torch.autocast(device_type=K.device.type, enabled=False):
             for index, sample_gaussians in enumerate(gaussians):
                 cameras = Cameras(K[index].float(), cam_to_world[index].float(), width, height)
-                out = rasterize(sample_gaussians.to(torch.float32), cameras, self.background.float())
+                out = rasterize(
+                    sample_gaussians.to(torch.float32),
+                    cameras,
+                    self.background.float(),
+                    backend=self.config.model.rasterizer,
+                )
                 colors.append(out.color)
                 alphas.append(out.alpha[..., 0])
                 depths.append(out.depth[..., 0])
