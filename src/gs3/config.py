@@ -285,9 +285,13 @@ def config_to_yaml(config: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
-def _check(condition: bool, source: str, key: str, message: str) -> None:
+def check_setting(condition: bool, source: str, key: str, message: str) -> None:
+    """A one-line ConfigError naming the source and the key unless `condition` holds."""
     if not condition:
         raise ConfigError(f"{source}: bad setting '{key}': {message}")
+
+
+_check = check_setting  # short, for the many checks below
 
 
 def validate(config: PretrainConfig, source: str = "config") -> None:

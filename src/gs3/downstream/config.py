@@ -32,6 +32,7 @@ from gs3.config import (
     structured_from_dict,
     validate_trainer,
 )
+from gs3.config import check_setting as _check
 from gs3.downstream.data.config import DownstreamDataConfig, validate_data_config
 from gs3.errors import ConfigError
 
@@ -122,11 +123,6 @@ __all__ = [
     "load_finetune_config",
     "validate_finetune",
 ]
-
-
-def _check(condition: bool, source: str, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{source}: bad setting '{key}': {message}")
 
 
 def encoder_modality(encoder: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from gs3.cameras import Cameras, unproject
+from gs3.cameras import Cameras, transform_points, unproject
 
 _MIN_SIDE = 1e-3  # metres: a degenerate (flat) box still gets a positive extent
 
@@ -112,7 +112,7 @@ def frustum_box(
     points = []
     for depth in (near, far):
         camera = unproject(K, corners, torch.full(corners.shape[:-1], depth, dtype=K.dtype, device=K.device))
-        points.append(camera @ cam_to_world[..., :3, :3].transpose(-1, -2) + cam_to_world[..., None, :3, 3])
+        points.append(transform_points(cam_to_world, camera))
     points = torch.cat(points, dim=-2).flatten(1, 2)  # (B, V·8, 3)
     return _padded(points.amin(dim=1), points.amax(dim=1), padding, shape)
 

@@ -30,8 +30,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gs3.config import check_setting
 from gs3.downstream.data.classes import CLASS_SETS
-from gs3.errors import ConfigError
 
 SOURCES = ("scannet_mesh", "pointcept", "frames", "synthetic")
 MODALITIES = ("points", "images")
@@ -116,8 +116,7 @@ class DownstreamDataConfig:
 
 
 def _check(condition: bool, source: str, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{source}: bad setting 'data.{key}': {message}")
+    check_setting(condition, source, f"data.{key}", message)
 
 
 def _pair(values: Any, source: str, key: str, low: float = -math.inf) -> None:
@@ -188,9 +187,15 @@ def validate_data_config(d: DownstreamDataConfig, source: str = "config") -> Non
     _check(d.num_workers >= 0, source, "num_workers", "must be >= 0")
     _check(d.max_tries >= 1, source, "max_tries", "must be >= 1")
     p = d.point_augment
-    for key in ("dropout_p", "rotate_p", "flip_p", "elastic_p", "auto_contrast_p"):
-        _check(0 <= getattr(p, key) <= 1, source, f"point_augment.{key}", "must be a probability in [0, 1]")
-    for key in ("color_translation_p", "color_jitter_p"):
+    for key in (
+        "dropout_p",
+        "rotate_p",
+        "flip_p",
+        "elastic_p",
+        "auto_contrast_p",
+        "color_translation_p",
+        "color_jitter_p",
+    ):
         _check(0 <= getattr(p, key) <= 1, source, f"point_augment.{key}", "must be a probability in [0, 1]")
     _check(0 <= p.dropout_ratio < 1, source, "point_augment.dropout_ratio", "must be in [0, 1)")
     _pair(p.scale, source, "point_augment.scale", low=1e-6)
