@@ -92,7 +92,6 @@ class DownstreamDataset(Dataset):
         self.transform = (ImageTransform if self.images else PointTransform)(config, train)
         self.collate_fn = collate_images if self.images else PointCollate(config.mix_prob if train else 0.0)
         self.skipped: Counter = Counter()
-        self.missing_scenes: list[str] = []
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -228,8 +227,8 @@ def _mesh_scene(root: Path, name: str) -> Path | None:
     return root / name if mesh_paths(root / name)[0].is_file() else None
 
 
-def _scenes(config: DownstreamDataConfig, split: str, seed: int) -> tuple[list[tuple[str, Path]], list[str]]:
-    """(name, path) of the split's scenes (after the limited-scenes protocol) and the names not found."""
+def _scenes(config: DownstreamDataConfig, split: str, seed: int) -> list[tuple[str, Path]]:
+    """(name, path) of the split's scenes (after the limited-scenes protocol); absent ones are reported."""
     key = f"{split}_split"
     spec = config.train_split if split == "train" else config.val_split
     root = Path(config.root).expanduser()
@@ -250,7 +249,7 @@ def _scenes(config: DownstreamDataConfig, split: str, seed: int) -> tuple[list[t
     if split == "train" and config.limited_scenes is not None:
         kept = set(limit_scenes([name for name, _ in found], config.limited_scenes, seed))
         found = [(name, path) for name, path in found if name in kept]
-    return found, missing
+    return found
 
 
 def _frame_sources(config: DownstreamDataConfig, split: str, scenes: list[tuple[str, Path]]) -> list:
@@ -277,7 +276,7 @@ def build_downstream_dataset(config: DownstreamDataConfig, split: str, seed: int
     validate_data_config(config)
     if split not in ("train", "val"):
         raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
-    scenes, missing = _scenes(config, split, seed)
+    scenes = _scenes(config, split, seed)
     frames = config.source == "frames" or (
         config.source == "synthetic" and (config.modality == "images" or config.points_from == "frames")
     )
@@ -295,6 +294,4 @@ def build_downstream_dataset(config: DownstreamDataConfig, split: str, seed: int
                 f"{config.labelled_points_file}: no labelled points for {len(absent)} training scenes "
                 f"(e.g. {absent[0]})"
             )
-    dataset = DownstreamDataset(sources, config, split == "train", seed, labelled_lists)
-    dataset.missing_scenes = missing
-    return dataset
+    return DownstreamDataset(sources, config, split == "train", seed, labelled_lists)
